@@ -1,0 +1,26 @@
+"""transalign: TransAlign word alignment in production.
+
+Public names are imported lazily so that `import transalign` stays cheap and never pulls in
+torch, transformers or peft (those belong to the optional `export` extra).
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["Aligner", "AlignResult", "export", "evaluate_alignments", "project_labels", "__version__"]
+
+_LAZY = {
+    "Aligner": "transalign.engine.aligner",
+    "AlignResult": "transalign.engine.aligner",
+    "export": "transalign.export.api",
+    "evaluate_alignments": "transalign.evaluation",
+    "project_labels": "transalign.projection",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'transalign' has no attribute {name!r}")

@@ -1,0 +1,5 @@
+import sys
+
+from transalign.cli import main
+
+sys.exit(main())
