@@ -1,0 +1,109 @@
+"""Declarative description of each supported encoder architecture.
+
+An `Architecture` says where the transformer blocks live, which final norm (if any) belongs to
+the last hidden state, which PEFT key prefixes its adapters use, and the reference defaults of
+its model family. Truncating an encoder at layer L is then generic: keep blocks [0, L) and keep
+the final norm only when L is the last layer. That reproduces ``hidden_states[L]`` of
+transformers exactly: for M2M100/NLLB, index num_layers is the output *after* the encoder's
+final layer_norm and smaller indices are raw block outputs; for BERT-family (post-LN blocks)
+every index is a block output and there is no final norm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FamilyDefaults:
+    """Reference settings of one model family (DESIGN.md; the paper's configurations)."""
+
+    family: str
+    layer: int
+    threshold: float
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str  # manifest "architecture"
+    model_types: tuple[str, ...]  # config.model_type values handled
+    hf_classes: tuple[str, ...]  # config.architectures values accepted
+    blocks_attr: str  # attribute path of the ModuleList of blocks, relative to the encoder
+    final_norm_attr: str | None  # final norm applied after the last block, if any
+    layers_config_key: str  # config key holding the number of blocks
+    tokenizer_kind: str
+
+
+M2M100 = Architecture(
+    name="m2m100",
+    model_types=("m2m_100",),
+    hf_classes=("M2M100ForConditionalGeneration", "M2M100Model", "M2M100Encoder"),
+    blocks_attr="layers",
+    final_norm_attr="layer_norm",
+    layers_config_key="encoder_layers",
+    tokenizer_kind="sentencepiece-nllb",
+)
+
+BERT = Architecture(
+    name="bert",
+    model_types=("bert", "xlm-roberta"),
+    hf_classes=("BertModel", "BertForMaskedLM", "BertForPreTraining", "XLMRobertaModel",
+                "XLMRobertaForMaskedLM", "BertForSequenceClassification"),
+    blocks_attr="encoder.layer",
+    final_norm_attr=None,
+    layers_config_key="num_hidden_layers",
+    tokenizer_kind="hf-tokenizers",
+)
+
+ARCHITECTURES = (M2M100, BERT)
+
+NLLB = FamilyDefaults("nllb", 12, 0.001)
+MBERT = FamilyDefaults("mbert", 8, 0.001)
+LABSE = FamilyDefaults("labse", 6, 0.1)
+E5 = FamilyDefaults("multilingual-e5", 6, 0.001)
+# (substring of the model id, architecture, defaults); first match wins.
+_FAMILIES = (
+    ("labse", "bert", LABSE),
+    ("bert-base-multilingual", "bert", MBERT),
+    ("multilingual-e5", "bert", E5),
+    ("e5-small", "bert", E5),
+    ("nllb", "m2m100", NLLB),
+)
+_DEFAULT_BY_ARCH = {"m2m100": NLLB, "bert": MBERT}
+
+
+def family_defaults(arch: Architecture, model_id: str) -> FamilyDefaults:
+    """The reference layer/threshold for a model, recognised by its id; else the arch default."""
+    lowered = model_id.lower()
+    for needle, arch_name, defaults in _FAMILIES:
+        if needle in lowered and arch.name == arch_name:
+            return defaults
+    return _DEFAULT_BY_ARCH[arch.name]
+
+
+def supported_description() -> str:
+    return ", ".join(f"{a.name} (model_type {'/'.join(a.model_types)}: {', '.join(a.hf_classes)})"
+                     for a in ARCHITECTURES)
+
+
+def architecture_for(model_type: str | None, classes: list[str] | None, source: str):
+    """Pick the architecture for a config, or explain what is supported."""
+    for arch in ARCHITECTURES:
+        if model_type in arch.model_types:
+            return arch
+    from transalign.export.errors import ExportError
+
+    raise ExportError(f"{source}: unsupported architecture (model_type={model_type!r}, "
+                      f"architectures={classes!r}); supported: {supported_description()}")
+
+
+def max_tokens(config) -> int:
+    """Longest token sequence (specials included) the position table supports.
+
+    M2M100 positions run from padding_idx + 1 over a table of max_position_embeddings + 2 rows;
+    XLM-R positions also start at padding_idx + 1 but the table has only max_position_embeddings
+    rows; BERT positions start at 0.
+    """
+    if config.model_type == "xlm-roberta":
+        return config.max_position_embeddings - config.pad_token_id - 1
+    return config.max_position_embeddings

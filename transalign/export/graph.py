@@ -1,0 +1,116 @@
+"""Cut the encoder at the alignment layer and write ONNX graphs for each precision.
+
+Truncation keeps blocks [0, layer) and the final norm only when ``layer`` is the last one, so
+the graph's ``last_hidden_state`` *is* ``hidden_states[layer]`` and nothing above it is
+computed (see architectures.py). The validation step checks this against the untouched model.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+
+from transalign.export.architectures import Architecture
+from transalign.export.errors import ExportError
+
+INPUT_NAMES = ["input_ids", "attention_mask"]
+OUTPUT_NAME = "hidden"
+DEFAULT_OPSET = 17
+# Ops kept in float32 inside the fp16 graph: normalisation and softmax reductions overflow or
+# lose precision in half precision (ONNX Runtime's own recommendation for transformers).
+FP16_KEEP_FP32_OPS = ["LayerNormalization", "SkipLayerNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt",
+                      "Erf"]
+
+
+def _get_attr(module, dotted: str):
+    for part in dotted.split("."):
+        module = getattr(module, part)
+    return module
+
+
+def _set_attr(module, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        module = getattr(module, part)
+    setattr(module, last, value)
+
+
+def truncated_encoder(encoder, arch: Architecture, layer: int, num_layers: int):
+    """A copy of ``encoder`` whose last_hidden_state equals the original's hidden_states[layer]."""
+    import torch
+
+    if not 0 <= layer <= num_layers:
+        raise ExportError(f"layer {layer} is out of range for this model: choose 0..{num_layers} "
+                          f"(0 = embeddings, {num_layers} = last layer)")
+    blocks = _get_attr(encoder, arch.blocks_attr)
+    shallow = copy.copy(encoder)  # shares parameters; only the module containers are replaced
+    shallow._modules = dict(encoder._modules)
+    _replace_path(shallow, arch.blocks_attr, torch.nn.ModuleList(list(blocks)[:layer]))
+    if arch.final_norm_attr and layer < num_layers:
+        _set_attr(shallow, arch.final_norm_attr, torch.nn.Identity())
+    return _HiddenOnly(shallow).eval()
+
+
+def _replace_path(root, dotted: str, value) -> None:
+    """Set root.a.b.c = value, copying each intermediate module so the original is untouched."""
+    parts = dotted.split(".")
+    module = root
+    for part in parts[:-1]:
+        child = copy.copy(getattr(module, part))
+        child._modules = dict(child._modules)
+        setattr(module, part, child)
+        module = child
+    setattr(module, parts[-1], value)
+
+
+def _hidden_only_class():
+    import torch
+
+    class HiddenOnly(torch.nn.Module):
+        """Exposes (input_ids, attention_mask) -> last_hidden_state, the bundle's signature."""
+
+        def __init__(self, encoder):
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, input_ids, attention_mask):
+            return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    return HiddenOnly
+
+
+def _HiddenOnly(encoder):
+    return _hidden_only_class()(encoder)
+
+
+def export_fp32(module, sample_ids, sample_mask, path: Path, opset: int = DEFAULT_OPSET) -> None:
+    """TorchScript-based torch.onnx export with dynamic batch and sequence axes."""
+    import torch
+
+    axes = {"batch", "seq"}
+    dynamic = {name: {0: "batch", 1: "seq"} for name in INPUT_NAMES + [OUTPUT_NAME]}
+    assert axes == set(dynamic["hidden"].values())
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about python branches on shapes
+        torch.onnx.export(module, (sample_ids, sample_mask), str(path), input_names=INPUT_NAMES,
+                          output_names=[OUTPUT_NAME], dynamic_axes=dynamic, opset_version=opset,
+                          do_constant_folding=True, dynamo=False)
+
+
+def quantize_int8(fp32_path: Path, out_path: Path) -> None:
+    """ONNX Runtime dynamic quantization: int8 weights, activations quantized per batch (CPU)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8, per_channel=True,
+                     op_types_to_quantize=["MatMul", "Gemm"])
+
+
+def convert_fp16(fp32_path: Path, out_path: Path) -> None:
+    """fp16 weights and activations for the CUDA provider; norms/softmax stay fp32, I/O stays fp32."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(fp32_path))
+    half = convert_float_to_float16(model, keep_io_types=True, op_block_list=FP16_KEEP_FP32_OPS)
+    onnx.save(half, str(out_path))

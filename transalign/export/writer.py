@@ -1,0 +1,56 @@
+"""Atomic bundle writing: build in a sibling temp dir, then rename into place.
+
+A crash or a failed validation leaves at most a hidden ``.name.partial-*`` directory, never a
+directory with a manifest that looks valid. The manifest is the last file written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from transalign.engine.bundle import MANIFEST_NAME, Manifest
+from transalign.export.errors import ExportError
+
+
+def check_output(out: Path, force: bool) -> None:
+    """Fail before any expensive work if the output cannot be written."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"output {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ExportError(f"output directory {out} exists and is not empty; pass --force to replace it")
+    parent = out.parent if str(out.parent) else Path(".")
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ExportError(f"cannot write {out}: {probe} is not writable")
+
+
+def staging_dir(out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; a bundle is meant to be shared
+    return staging
+
+
+def finish(staging: Path, out: Path, manifest: Manifest) -> None:
+    """Write the manifest last, then swap the staging dir into place."""
+    text = json.dumps(manifest.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    (staging / MANIFEST_NAME).write_text(text, encoding="utf-8")
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def discard(staging: Path) -> None:
+    shutil.rmtree(staging, ignore_errors=True)
