@@ -30,3 +30,24 @@ def tiny_nllb() -> Path:
 def tiny_lora(tiny_nllb: Path) -> Path:
     """A PEFT LoRA adapter (fc1/fc2, keys relative to the encoder) for `tiny_nllb`."""
     return cached_dir(FIXTURE_CACHE, f"tiny-lora-{cache_key()}", lambda out: build_tiny_lora(tiny_nllb, out))
+
+
+TINY_LAYER = 3  # the last layer of the tiny model: exercises the final layer_norm path
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_nllb: Path, tiny_lora: Path) -> Path:
+    """The tiny model + LoRA exported at its last layer in all three precisions."""
+    from transalign.export.api import export
+
+    def build(out: Path) -> None:
+        export(str(tiny_nllb), out / "bundle", lora=str(tiny_lora), layer=TINY_LAYER,
+               precisions="fp32,int8,fp16", force=True)
+
+    return cached_dir(FIXTURE_CACHE, f"tiny-bundle-{cache_key(_export_sources())}", build) / "bundle"
+
+
+def _export_sources() -> str:
+    """The export code's text, so a cached bundle is rebuilt whenever the exporter changes."""
+    files = sorted((ROOT / "transalign" / "export").glob("*.py")) + [ROOT / "transalign" / "engine" / "bundle.py"]
+    return "".join(p.read_text() for p in files)
