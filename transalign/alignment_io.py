@@ -1,0 +1,243 @@
+"""Reading and writing word-alignment files (``pharaoh`` and ``id`` formats).
+
+One line per sentence pair, links separated by whitespace, 0-based word indices::
+
+    pharaoh:  0-1 2-3 4-4
+    id:       ID<TAB>0-1 2-3 4-4
+
+``i-j`` links word ``i`` of the source side to word ``j`` of the target side. Gold files may
+also hold *possible* links written ``ipj`` (Och & Ney 2003); a link given both as sure and as
+possible counts as sure. An empty line (or ``ID<TAB>`` with nothing after it) is a sentence pair
+without links, never an error.
+
+Both the aligner runtime (writer) and the evaluation / projection commands (reader) use this
+module, so it depends on the standard library only. Errors are :class:`FormatError` (a
+``ValueError``) naming the file and the 1-based line number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import IO
+
+__all__ = [
+    "AlignmentLine",
+    "FormatError",
+    "FORMATS",
+    "atomic_open",
+    "format_line",
+    "format_links",
+    "iter_alignments",
+    "iter_lines",
+    "parse_line",
+    "read_alignments",
+    "write_alignments",
+]
+
+FORMATS = ("pharaoh", "id")
+# The process umask, read once at import (reading it means setting it, which is not thread-safe).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+Link = tuple[int, int]
+
+
+class FormatError(ValueError):
+    """A malformed line in an alignment (or CoNLL) file; ``str()`` reads ``FILE:LINE: message``."""
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None, lineno: int | None = None):
+        self.message = message
+        self.path = None if path is None else os.fspath(path)
+        self.lineno = lineno
+        where = ":".join(str(part) for part in (self.path, lineno) if part is not None)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+@dataclass(frozen=True)
+class AlignmentLine:
+    """The links of one sentence pair.
+
+    ``sure`` holds the ``i-j`` links, ``possible`` the ``ipj`` links that are not also sure
+    (so the gold "possible" set P of Och & Ney is ``sure | possible``). ``id`` is the text
+    before the tab in the ``id`` format, else ``None``.
+    """
+
+    sure: frozenset[Link] = frozenset()
+    possible: frozenset[Link] = frozenset()
+    id: str | None = None
+    lineno: int | None = field(default=None, compare=False)
+
+    @property
+    def links(self) -> frozenset[Link]:
+        """All links, sure and possible."""
+        return self.sure | self.possible
+
+
+def _parse_link(token: str, allow_possible: bool) -> tuple[Link, bool]:
+    """``'3-4'`` -> ((3, 4), True); ``'3p4'`` -> ((3, 4), False). Raises ValueError."""
+    sep = "-" if "-" in token else "p" if "p" in token else None
+    if sep is None:
+        raise ValueError(f"malformed link {token!r}: expected I-J" + (" or IpJ" if allow_possible else ""))
+    left, _, right = token.partition(sep)
+    if not (left.isascii() and left.isdigit() and right.isascii() and right.isdigit()):
+        raise ValueError(
+            f"malformed link {token!r}: expected two non-negative integers, as in 3-4"
+            + (" or 3p4" if allow_possible else "")
+        )
+    if sep == "p" and not allow_possible:
+        raise ValueError(
+            f"possible link {token!r} (IpJ) is only allowed in gold files; a prediction has sure links I-J only"
+        )
+    return (int(left), int(right)), sep == "-"
+
+
+def parse_line(text: str, *, allow_possible: bool = False, fmt: str = "auto") -> AlignmentLine:
+    """Parse one line (without its newline). ``fmt`` is ``"auto"`` (an ``ID<TAB>`` prefix is
+    recognised by its tab), ``"pharaoh"`` (no id allowed) or ``"id"`` (id required).
+    Raises :class:`FormatError` without a location; readers add file and line."""
+    if fmt not in ("auto", *FORMATS):
+        raise ValueError(f"unknown alignment format {fmt!r}; expected one of: auto, {', '.join(FORMATS)}")
+    ident: str | None = None
+    body = text
+    if "\t" in text:
+        if fmt == "pharaoh":
+            raise FormatError("found an ID<TAB> prefix in a pharaoh file (use the id format)")
+        ident, _, body = text.partition("\t")
+        ident = ident.strip()
+        if not ident:
+            raise FormatError("empty ID before the tab")
+        if "\t" in body:
+            raise FormatError("more than one tab; expected ID<TAB>links")
+    elif fmt == "id":
+        raise FormatError("missing ID<TAB> prefix (id format)")
+    sure: set[Link] = set()
+    possible: set[Link] = set()
+    for token in body.split():
+        try:
+            link, is_sure = _parse_link(token, allow_possible)
+        except ValueError as exc:
+            raise FormatError(str(exc)) from None
+        (sure if is_sure else possible).add(link)
+    return AlignmentLine(frozenset(sure), frozenset(possible - sure), ident)
+
+
+def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """``(line number, text without newline)`` for each line of a UTF-8 text file (a leading
+    byte-order mark is dropped); undecodable bytes raise a FormatError naming the file."""
+    lineno = 0
+    with open(path, encoding="utf-8-sig") as handle:
+        try:
+            for lineno, line in enumerate(handle, start=1):
+                yield lineno, line.rstrip("\n")
+        except UnicodeDecodeError as exc:
+            raise FormatError(f"not valid UTF-8 ({exc.reason}) after line {lineno}", path) from None
+
+
+def iter_alignments(
+    path: str | os.PathLike, *, allow_possible: bool = False, fmt: str = "auto"
+) -> Iterator[AlignmentLine]:
+    """Yield one :class:`AlignmentLine` per line of ``path`` (streaming, for large files).
+
+    With ``fmt="auto"`` the first line decides: if it has an ``ID<TAB>`` prefix every line must
+    have one, otherwise none may (so a stray tab or a missing id is caught at its line)."""
+    decided_by_first_line = fmt == "auto"
+    for lineno, text in iter_lines(path):
+        if decided_by_first_line and lineno == 1:
+            fmt = "id" if "\t" in text else "pharaoh"
+        try:
+            parsed = parse_line(text, allow_possible=allow_possible, fmt=fmt)
+        except FormatError as exc:
+            message = exc.message
+            if decided_by_first_line and message.startswith(("found an ID", "missing ID")):
+                message += f" (line 1 is in the {fmt} format; a file may not mix formats)"
+            raise FormatError(message, path, lineno) from None
+        yield AlignmentLine(parsed.sure, parsed.possible, parsed.id, lineno)
+
+
+def read_alignments(
+    path: str | os.PathLike, *, allow_possible: bool = False, fmt: str = "auto"
+) -> list[AlignmentLine]:
+    """All lines of ``path`` as :class:`AlignmentLine` objects (see :func:`iter_alignments`)."""
+    return list(iter_alignments(path, allow_possible=allow_possible, fmt=fmt))
+
+
+def format_links(sure: Iterable[Link], possible: Iterable[Link] = ()) -> str:
+    """``"0-1 2-3 4p4"``: links sorted by (i, j); a link in both sets is written once, as sure."""
+    sure_set = set(sure)
+    items = [(i, j, "-") for i, j in sure_set] + [(i, j, "p") for i, j in set(possible) - sure_set]
+    for i, j, _ in items:
+        if i < 0 or j < 0:
+            raise ValueError(f"link ({i}, {j}) has a negative index")
+    return " ".join(f"{i}{sep}{j}" for i, j, sep in sorted(items))
+
+
+def format_line(links: Iterable[Link], *, id: str | int | None = None, possible: Iterable[Link] = ()) -> str:
+    """One line without its newline: ``format_links`` output, prefixed by ``ID<TAB>`` if ``id`` is given."""
+    body = format_links(links, possible)
+    if id is None:
+        return body
+    ident = str(id)
+    if not ident or any(ch in ident for ch in "\t\n\r"):
+        raise ValueError(f"alignment id {ident!r} must be non-empty and free of tabs and newlines")
+    return f"{ident}\t{body}"
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike) -> Iterator[IO[str]]:
+    """Open ``path`` for writing text (UTF-8, ``\\n`` newlines) so that it only appears, complete,
+    when the block ends without an exception: the data goes to a temporary file in the same
+    directory, which is then moved over ``path`` with ``os.replace`` (atomic on POSIX and
+    Windows). On error or interruption the temporary file is removed and ``path`` is untouched."""
+    target = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(target))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"cannot write {target}: {exc.strerror} (in {directory})") from None
+    try:
+        with open(fd, "w", encoding="utf-8", newline="\n") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        # mkstemp creates the file 0600; give it the permissions a plain open() would.
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_alignments(
+    path: str | os.PathLike,
+    alignments: Iterable[Iterable[Link]],
+    *,
+    fmt: str = "pharaoh",
+    ids: Sequence[str | int] | None = None,
+) -> int:
+    """Write one line per sentence pair, atomically (see :func:`atomic_open`); returns the count.
+
+    ``alignments`` yields the links of each pair (any iterable of ``(i, j)``, or an
+    :class:`AlignmentLine`, whose possible links are kept). With ``fmt="id"`` each line starts
+    with ``ids[k]``, or with the 0-based line number ``k`` when ``ids`` is None."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown alignment format {fmt!r}; expected one of: {', '.join(FORMATS)}")
+    if ids is not None and fmt != "id":
+        raise ValueError("ids are only written in the 'id' format")
+    count = 0
+    with atomic_open(path) as out:
+        for count, links in enumerate(alignments, start=1):
+            k = count - 1
+            if ids is not None and k >= len(ids):
+                raise ValueError(f"more alignments than ids ({len(ids)}); nothing was written")
+            ident = None if fmt == "pharaoh" else (k if ids is None else ids[k])
+            if isinstance(links, AlignmentLine):
+                out.write(format_line(links.sure, id=ident, possible=links.possible) + "\n")
+            else:
+                out.write(format_line(links, id=ident) + "\n")
+        if ids is not None and count != len(ids):
+            raise ValueError(f"{len(ids)} ids for {count} alignments; nothing was written")
+    return count

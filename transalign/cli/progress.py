@@ -1,0 +1,33 @@
+"""A dependency-free progress line on stderr (tqdm is not a runtime dependency)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Progress:
+    """Rewrites one stderr line at most every ``interval`` seconds; silent when disabled."""
+
+    def __init__(self, total: int, label: str, enabled: bool, interval: float = 0.5):
+        self.total, self.label, self.enabled, self.interval = total, label, enabled, interval
+        self.done = 0
+        self.start = self.last = time.perf_counter()
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if self.enabled and (now - self.last >= self.interval or self.done == self.total):
+            self.last = now
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        rate = self.done / max(now - self.start, 1e-9)
+        share = 100.0 * self.done / self.total if self.total else 100.0
+        sys.stderr.write(f"\r{self.label}: {self.done}/{self.total} ({share:5.1f}%), {rate:,.0f}/s ")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._draw(time.perf_counter())
+            sys.stderr.write("\n")

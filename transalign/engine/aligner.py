@@ -1,0 +1,231 @@
+"""The Aligner: sentence pairs in, TransAlign word links out, from a bundle.
+
+Flow per chunk of pairs (DESIGN.md "The method, exactly", steps 2-5):
+words -> token ids per side (engine.tokenization) -> every sentence of both sides through the
+encoder together, length-sorted and packed by a token budget (engine.batching) -> the content
+rows (special tokens dropped, the reference's [:, 1:-1]) packed into one array -> the fused
+Numba kernel computes similarity, both softmaxes, the threshold intersection and the word
+links for all pairs in parallel (transalign.kernels).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from transalign.engine.batching import plan_batches
+from transalign.engine.bundle import MODEL_FILES, PRECISIONS, Manifest, read_manifest
+from transalign.engine.session import open_session, resolve_provider
+
+Sentence = str | Sequence[str]
+LENGTH_POLICIES = ("error", "skip")
+DEFAULT_BATCH_TOKENS = {"cpu": 4096, "cuda": 32768}
+DEFAULT_CHUNK_PAIRS = 4096
+
+
+class TooLongError(ValueError):
+    """A sentence has more tokens than the model's position table; aligning it would be wrong."""
+
+
+@dataclass(frozen=True)
+class AlignResult:
+    """Word links of one pair: (source word, target word), 0-based, sorted numerically."""
+
+    links: tuple[tuple[int, int], ...]
+    skipped: str | None = None  # "too_long" when the length policy skipped the pair
+
+    def pharaoh(self) -> str:
+        return " ".join(f"{i}-{j}" for i, j in self.links)
+
+
+@dataclass
+class AlignStats:
+    """Counters and timings of the last align call (seconds), for benchmarks and the CLI."""
+
+    pairs: int = 0
+    skipped: int = 0
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("tokenize", "encode", "extract"), 0.0))
+
+    @property
+    def padding_waste(self) -> float:
+        return 1.0 - self.real_tokens / self.padded_tokens if self.padded_tokens else 0.0
+
+
+def _words(sentence: Sentence) -> list[str]:
+    if isinstance(sentence, str):
+        return sentence.split()
+    return list(sentence)
+
+
+class Aligner:
+    """Aligns sentence pairs with one bundle; create it with `Aligner.load`."""
+
+    def __init__(self, root: Path, manifest: Manifest, tokenizer, session, provider: str, precision: str):
+        self.root, self.manifest, self.tokenizer = root, manifest, tokenizer
+        self.session, self.provider, self.precision = session, provider, precision
+        self.stats = AlignStats()
+
+    @classmethod
+    def load(cls, bundle: str | Path, provider: str = "auto", precision: str = "fp32",
+             threads: int | None = None, verify: bool = True) -> "Aligner":
+        """Open a bundle: check its manifest and hashes, pick the provider, start the session.
+
+        provider: "auto" (CUDA when available, else CPU), "cpu" or "cuda".
+        precision: "fp32" (exact), "int8" (CPU, fastest there) or "fp16" (CUDA).
+        threads: intra-op threads for ONNX Runtime and Numba (None: all cores).
+        """
+        from transalign.engine.tokenization import load_tokenizer
+
+        root = Path(bundle)
+        manifest = read_manifest(root, verify_hashes=verify)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        if precision not in manifest.precisions:
+            raise ValueError(f"bundle {root} has no {precision} model (it has {', '.join(manifest.precisions)}); "
+                             f"re-export with --precision including {precision}")
+        resolved = resolve_provider(provider)
+        if precision == "fp16" and resolved != "cuda":
+            raise ValueError("fp16 models are for the CUDA provider; on CPU use precision 'fp32' or 'int8'")
+        if threads is not None:
+            import numba
+
+            numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        session = open_session(root / MODEL_FILES[precision], resolved, threads)
+        tokenizer = load_tokenizer(root, manifest.tokenizer)
+        return cls(root, manifest, tokenizer, session, resolved, precision)
+
+    def align(self, src: Sequence[Sentence], tgt: Sequence[Sentence], src_lang: str | None = None,
+              tgt_lang: str | None = None, threshold: float | None = None, *, batch_tokens: int | None = None,
+              on_too_long: str = "error") -> list[AlignResult]:
+        """Align pairs (src[k], tgt[k]); one result per pair, in input order.
+
+        A sentence is a list of words or a string split on whitespace. ``threshold`` defaults to
+        the bundle's (0.001 for NLLB). ``on_too_long``: "error" (default) raises naming the pair;
+        "skip" returns an empty result with skipped="too_long" and warns with the count.
+        """
+        if len(src) != len(tgt):
+            raise ValueError(f"source has {len(src)} sentences but target has {len(tgt)}; they must pair up")
+        return list(self.align_iter(src, tgt, src_lang, tgt_lang, threshold, batch_tokens=batch_tokens,
+                                    on_too_long=on_too_long))
+
+    def align_iter(self, src: Iterable[Sentence], tgt: Iterable[Sentence], src_lang: str | None = None,
+                   tgt_lang: str | None = None, threshold: float | None = None, *, batch_tokens: int | None = None,
+                   on_too_long: str = "error", chunk_pairs: int = DEFAULT_CHUNK_PAIRS) -> Iterator[AlignResult]:
+        """Streaming form of `align`: yields results in input order, chunk by chunk."""
+        threshold = self.manifest.default_threshold if threshold is None else float(threshold)
+        if not 0.0 <= threshold < 1.0:
+            raise ValueError(f"threshold {threshold} must be in [0, 1)")
+        if on_too_long not in LENGTH_POLICIES:
+            raise ValueError(f"on_too_long {on_too_long!r} is not one of {', '.join(LENGTH_POLICIES)}")
+        batch_tokens = batch_tokens or DEFAULT_BATCH_TOKENS[self.provider]
+        self.tokenizer.check_lang(src_lang)
+        self.tokenizer.check_lang(tgt_lang)
+        self.stats = AlignStats()
+        src_iter, tgt_iter = iter(src), iter(tgt)
+        start = 0
+        while True:
+            src_chunk = [_words(s) for _, s in zip(range(chunk_pairs), src_iter)]
+            tgt_chunk = [_words(s) for _, s in zip(range(len(src_chunk)), tgt_iter)]
+            if len(tgt_chunk) != len(src_chunk):
+                raise ValueError(f"source has more sentences than target (target ends at {start + len(tgt_chunk)})")
+            if not src_chunk:
+                if next(tgt_iter, None) is not None:
+                    raise ValueError(f"target has more sentences than source ({start})")
+                break
+            yield from self._align_chunk(src_chunk, tgt_chunk, src_lang, tgt_lang, threshold, batch_tokens,
+                                         on_too_long, start)
+            start += len(src_chunk)
+        if self.stats.skipped:
+            warnings.warn(f"{self.stats.skipped} of {self.stats.pairs} pairs were longer than the model's "
+                          f"{self.manifest.max_positions} tokens and got an empty result", stacklevel=2)
+
+    def _align_chunk(self, src, tgt, src_lang, tgt_lang, threshold, batch_tokens, on_too_long, start):
+        from transalign.kernels import extract_links
+
+        clock = time.perf_counter()
+        encoded = self._encode(src, src_lang) + self._encode(tgt, tgt_lang)
+        self.stats.seconds["tokenize"] += time.perf_counter() - clock
+        n = len(src)
+        keep = self._length_policy(encoded, n, on_too_long, start)
+        clock = time.perf_counter()
+        hidden, offsets, lengths, word_ids = self._hidden_rows(encoded, keep, batch_tokens)
+        self.stats.seconds["encode"] += time.perf_counter() - clock
+        clock = time.perf_counter()
+        pairs = np.flatnonzero(keep[:n] & keep[n:])
+        pair_starts, links = extract_links(hidden, offsets[pairs], lengths[pairs], offsets[pairs + n],
+                                           lengths[pairs + n], word_ids, word_ids, threshold)
+        results = [AlignResult((), skipped="too_long")] * n
+        for k, pair in enumerate(pairs.tolist()):
+            block = links[pair_starts[k]:pair_starts[k + 1]]
+            results[pair] = AlignResult(tuple(map(tuple, block.tolist())))
+        self.stats.seconds["extract"] += time.perf_counter() - clock
+        self.stats.pairs += n
+        return results
+
+    def _encode(self, sentences, lang):
+        if hasattr(self.tokenizer, "encode_batch"):
+            return list(self.tokenizer.encode_batch(sentences, lang))
+        return [self.tokenizer.encode(words, lang) for words in sentences]
+
+    def _length_policy(self, encoded, n_pairs: int, on_too_long: str, start: int) -> np.ndarray:
+        limit = self.manifest.max_positions
+        lengths = np.fromiter((len(ids) for ids, _ in encoded), dtype=np.int64, count=len(encoded))
+        fits = lengths <= limit
+        if fits.all():
+            return fits
+        bad = int(np.flatnonzero(~fits)[0])
+        side, pair = ("source", bad) if bad < n_pairs else ("target", bad - n_pairs)
+        if on_too_long == "error":
+            raise TooLongError(f"pair {start + pair}: the {side} sentence has {lengths[bad]} tokens "
+                               f"(special tokens included), more than the model's maximum of {limit}; "
+                               "split it, or skip such pairs (on_too_long='skip', CLI --skip-long)")
+        skipped = ~(fits[:n_pairs] & fits[n_pairs:])
+        self.stats.skipped += int(skipped.sum())
+        return np.concatenate([~skipped, ~skipped])
+
+    def _hidden_rows(self, encoded, keep: np.ndarray, batch_tokens: int):
+        """Run every kept sequence through the encoder; pack its content rows contiguously.
+
+        Returns (hidden [rows, d], offsets [seqs], lengths [seqs], word_ids [rows]); a sequence's
+        content rows are its tokens with a word id (special tokens have -1 and are dropped).
+        """
+        word_lists = [w for _, w in encoded]
+        content = np.fromiter(((w >= 0).sum() for w in word_lists), dtype=np.int64, count=len(encoded))
+        content[~keep] = 0
+        offsets = np.zeros(len(encoded), dtype=np.int64)
+        np.cumsum(content[:-1], out=offsets[1:])
+        total = int(content.sum())
+        hidden = np.empty((total, self.manifest.hidden_size), dtype=np.float32)
+        word_ids = np.concatenate([w[w >= 0] for w, k in zip(word_lists, keep) if k] or [np.empty(0, np.int32)])
+        kept = np.flatnonzero(keep)
+        seq_lengths = np.fromiter((len(encoded[i][0]) for i in kept), dtype=np.int64, count=len(kept))
+        plan = plan_batches(seq_lengths, batch_tokens)
+        self.stats.real_tokens += plan.real_tokens
+        self.stats.padded_tokens += plan.padded_tokens
+        for batch in plan.batches:
+            self._run_batch([int(kept[b]) for b in batch], encoded, offsets, hidden)
+        return hidden, offsets, content, word_ids.astype(np.int64)
+
+    def _run_batch(self, seqs: list[int], encoded, offsets, hidden) -> None:
+        width = max(len(encoded[s][0]) for s in seqs)
+        ids = np.full((len(seqs), width), self.manifest.tokenizer.pad_id, dtype=np.int64)
+        mask = np.zeros((len(seqs), width), dtype=np.int64)
+        is_content = np.zeros((len(seqs), width), dtype=bool)
+        for row, s in enumerate(seqs):
+            seq_ids, seq_words = encoded[s]
+            ids[row, :len(seq_ids)] = seq_ids
+            mask[row, :len(seq_ids)] = 1
+            is_content[row, :len(seq_ids)] = seq_words >= 0
+        out = self.session.run(["hidden"], {"input_ids": ids, "attention_mask": mask})[0]
+        rows = out[is_content]  # row-major: sequence by sequence, token order kept
+        counts = is_content.sum(axis=1)
+        starts = offsets[seqs]
+        dest = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(counts.sum())
+        hidden[dest] = rows
