@@ -1,0 +1,10 @@
+"""Numba kernels for the TransAlign extraction (DESIGN.md "The method, exactly", steps 4-5).
+
+Hidden states in, word links out: similarity, row and column softmax, the strict threshold
+intersection and the subword -> word reduction, fused and parallel over the pairs of a batch.
+Depends on numpy and numba only.
+"""
+
+from transalign.kernels.extract import extract_links, split_links
+
+__all__ = ["extract_links", "split_links"]

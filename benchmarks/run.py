@@ -1,0 +1,345 @@
+"""Speed, memory and agreement of the engine against the reference method, at full size.
+
+    python -m benchmarks.run                 # all 1274 bam-en pairs, every variant; updates README.md
+    python -m benchmarks.run --pairs 200     # a quick subset (table printed, README untouched)
+
+Workload (cached in benchmarks/work/): the NLLB-600M-shaped random encoder with a stand-in
+sentencepiece tokenizer (benchmarks/full_size.py), the authors' LoRA adapter with lora_B scaled
+by ``--lora-scale`` (random base weights + the exact adapter collapse all vectors onto one
+direction), and a bundle exported from both at layer 12. The reference and the engine use the
+very same scaled adapter.
+
+Each variant runs in its own persistent worker process (so load time and peak RSS are its own);
+the main process hands the same blocks of pairs (multiples of 100, the reference's batch size)
+to every worker in turn, rotating the order, so machine drift hits all variants alike. The
+reference's links are the yardstick for every other variant's agreement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import peak, report
+from benchmarks.full_size import BAM, SHARED, build_checkpoint, conll_sentences
+
+ROOT = Path(__file__).resolve().parent
+LORA = SHARED / "reference" / "transalign-lora-nllb-600m"
+SRC_LANG, TGT_LANG, LAYER = "bam_Latn", "eng_Latn", 12
+PRECISION = {"reference": "fp32", "engine-fp32": "fp32", "engine-int8": "int8", "engine-fp16": "fp16",
+             "torch-int8": "int8", "torch-fp32": "fp32", "torch-fp16": "fp16"}
+DEFAULT_VARIANTS = {"cpu": "reference,engine-fp32,engine-int8,torch-int8",
+                    "cuda": "reference,engine-fp32,engine-fp16,torch-fp16"}
+
+
+class Clock:
+    """``with clock("encode"): ...`` adds the block's wall time to ``clock.seconds["encode"]``."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start
+
+
+def load_pairs(n: int | None = None) -> tuple[list[list[str]], list[list[str]]]:
+    src = conll_sentences(BAM / "test-bam.txt")
+    tgt = conll_sentences(BAM / "test-translate-bam-en-preds.txt")
+    assert len(src) == len(tgt), (len(src), len(tgt))
+    return src[:n], tgt[:n]
+
+
+# ---------------------------------------------------------------- workload setup (cached)
+
+def scaled_adapter(out: Path, scale: float, source: Path = LORA) -> Path:
+    """A copy of the adapter with every lora_B multiplied by ``scale`` (reused when present)."""
+    from safetensors.numpy import load_file, save_file
+
+    from transalign.engine.bundle import sha256_file
+
+    marker = {"scale": scale, "source": str(source), "source_sha256": sha256_file(source / "adapter_model.safetensors")}
+    if (out / "scale.json").is_file() and json.loads((out / "scale.json").read_text()) == marker:
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = load_file(str(source / "adapter_model.safetensors"))
+    scaled = {k: (v * np.asarray(scale, v.dtype) if ".lora_B." in k else v) for k, v in tensors.items()}
+    save_file(scaled, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
+    (out / "adapter_config.json").write_bytes((source / "adapter_config.json").read_bytes())
+    (out / "scale.json").write_text(json.dumps(marker))  # last: marks the copy complete
+    return out
+
+
+def ensure_bundle(model_dir: Path, lora_dir: Path, out: Path, precisions: tuple[str, ...]) -> Path:
+    """Export model + adapter at layer 12 unless a bundle of them with these precisions exists."""
+    from transalign.engine.bundle import sha256_file
+
+    manifest = out / "manifest.json"
+    if manifest.is_file():
+        data = json.loads(manifest.read_text())
+        lora = data.get("lora") or {}
+        if set(precisions) <= set(data.get("precisions", {})) and data.get("layer") == LAYER \
+                and lora.get("sha256") == sha256_file(lora_dir / "adapter_model.safetensors"):
+            return out
+    from transalign.export.api import export
+
+    print(f"exporting {model_dir} + {lora_dir} -> {out} ({','.join(precisions)})", file=sys.stderr)
+    export(str(model_dir), out, lora=lora_dir, layer=LAYER, precisions=",".join(precisions), force=True)
+    return out
+
+
+def setup(work: Path, lora_scale: float, provider: str) -> dict:
+    model = build_checkpoint(work / "nllb-600m-random")
+    lora = scaled_adapter(work / f"lora-x{lora_scale:g}", lora_scale)
+    precisions = ("fp32", "int8", "fp16") if provider == "cuda" else ("fp32", "int8")
+    bundle = ensure_bundle(model, lora, work / f"bundle-l{LAYER}-lora-x{lora_scale:g}", precisions)
+    return {"model_dir": str(model), "lora_dir": str(lora), "bundle": str(bundle)}
+
+
+# ---------------------------------------------------------------- variants (inside a worker)
+
+class EngineVariant:
+    def __init__(self, spec: dict):
+        from transalign.engine.aligner import Aligner
+
+        self.aligner = Aligner.load(spec["bundle"], provider=spec["provider"], precision=PRECISION[spec["variant"]],
+                                    threads=spec["threads"])
+        self.batch_tokens = spec["batch_tokens"]
+
+    def run(self, src, tgt, first_id: int) -> dict:
+        start = time.perf_counter()
+        results = self.aligner.align(src, tgt, SRC_LANG, TGT_LANG, batch_tokens=self.batch_tokens)
+        clock = time.perf_counter()
+        out = io.StringIO()
+        for k, result in enumerate(results):
+            out.write(f"{first_id + k}\t{result.pharaoh()}\n")
+        end = time.perf_counter()
+        stats = self.aligner.stats
+        tok = self.aligner.tokenizer
+        lengths = [len(ids) for ids, _ in tok.encode_batch(src, SRC_LANG) + tok.encode_batch(tgt, TGT_LANG)]
+        return {"e2e": end - start, "seconds": {**stats.seconds, "output": end - clock}, "text": out.getvalue(),
+                "lengths": lengths, "padded_tokens": stats.padded_tokens}
+
+
+class ReferenceVariant:
+    def __init__(self, spec: dict):
+        import torch
+
+        from benchmarks.reference_baseline import ReferenceAligner
+
+        torch.set_num_threads(spec["threads"])
+        self.ref = ReferenceAligner(spec["model_dir"], spec["lora_dir"], SRC_LANG, TGT_LANG, layer=LAYER,
+                                    device="cuda" if spec["provider"] == "cuda" else "cpu")
+
+    def run(self, src, tgt, first_id: int) -> dict:
+        clock, out = Clock(), io.StringIO()
+        start = time.perf_counter()
+        content = self.ref.align(src, tgt, out, clock, first_id)
+        e2e = time.perf_counter() - start
+        padded = sum(len(b) * (max(b) + 2) for side in (0, 1)
+                     for b in ([c[side] for c in content[k:k + 100]] for k in range(0, len(content), 100)))
+        return {"e2e": e2e, "seconds": dict(clock.seconds), "text": out.getvalue(),
+                "lengths": [c[0] + 2 for c in content] + [c[1] + 2 for c in content], "padded_tokens": padded}
+
+
+class TorchVariant:
+    def __init__(self, spec: dict):
+        import torch
+
+        from benchmarks.torch_baseline import TorchAligner
+
+        torch.set_num_threads(spec["threads"])
+        self.aligner = TorchAligner(spec["model_dir"], spec["lora_dir"], SRC_LANG, TGT_LANG,
+                                    precision=PRECISION[spec["variant"]], batch_tokens=spec["batch_tokens"],
+                                    device="cuda" if spec["provider"] == "cuda" else "cpu")
+
+    def run(self, src, tgt, first_id: int) -> dict:
+        clock, out = Clock(), io.StringIO()
+        padded_before = self.aligner.padded_tokens
+        start = time.perf_counter()
+        links = self.aligner.align(src, tgt, clock)
+        with clock("output"):
+            for k, line in enumerate(links):
+                out.write(f"{first_id + k}\t{line}\n")
+        return {"e2e": time.perf_counter() - start, "seconds": dict(clock.seconds), "text": out.getvalue(),
+                "lengths": self.aligner.lengths, "padded_tokens": self.aligner.padded_tokens - padded_before}
+
+
+def make_variant(spec: dict):
+    kind = spec["variant"].split("-")[0]
+    return {"reference": ReferenceVariant, "engine": EngineVariant, "torch": TorchVariant}[kind](spec)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6  # Linux: KiB
+
+
+def worker_main(spec: dict) -> None:
+    """JSON lines on stdin -> JSON lines on the original stdout (library chatter goes to stderr)."""
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    start = time.perf_counter()
+    variant = make_variant(spec)
+    proto.write(json.dumps({"load_s": time.perf_counter() - start, "rss_after_load_mb": peak_rss_mb(),
+                            "torch_imported": "torch" in sys.modules}) + "\n")
+    src, tgt = load_pairs(spec["pairs"])
+    for line in sys.stdin:
+        msg = json.loads(line)
+        if msg["cmd"] == "block":
+            a, b = msg["start"], msg["stop"]
+            reply = variant.run(src[a:b], tgt[a:b], a)
+        elif msg["cmd"] == "latency":
+            samples = []
+            for _ in range(msg["repeats"]):
+                for i in msg["indices"]:
+                    samples.append(variant.run(src[i:i + 1], tgt[i:i + 1], i)["e2e"])
+            reply = {"samples_s": samples}
+        elif msg["cmd"] == "exit":
+            proto.write(json.dumps({"peak_rss_mb": peak_rss_mb(), "torch_imported": "torch" in sys.modules}) + "\n")
+            return
+        else:
+            reply = {"error": f"unknown command {msg['cmd']!r}"}
+        proto.write(json.dumps(reply) + "\n")
+
+
+class Worker:
+    """A variant in its own process; ``request`` sends one command and waits for the reply."""
+
+    def __init__(self, spec: dict):
+        self.name = spec["variant"]
+        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.run", "--worker", json.dumps(spec)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT.parent)
+        self.ready = self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker {self.name} died (exit code {self.proc.wait()}); see its stderr above")
+        return json.loads(line)
+
+    def request(self, **msg) -> dict:
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> dict:
+        reply = self.request(cmd="exit")
+        self.proc.wait(timeout=120)
+        return reply
+
+
+# ---------------------------------------------------------------- the run
+
+def parse_links(text: str) -> list[frozenset]:
+    out = []
+    for line in text.splitlines():
+        _, _, links = line.partition("\t")
+        out.append(frozenset(tuple(map(int, link.split("-"))) for link in links.split()))
+    return out
+
+
+def agreement(candidate: list[frozenset], reference: list[frozenset]) -> dict:
+    both = sum(len(c & r) for c, r in zip(candidate, reference))
+    n_c, n_r = sum(map(len, candidate)), sum(map(len, reference))
+    p, r = (both / n_c if n_c else 1.0), (both / n_r if n_r else 1.0)
+    return {"identical_pairs": sum(c == r for c, r in zip(candidate, reference)) / len(reference),
+            "precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
+
+
+def latency_pairs(lengths: np.ndarray, quantile: float, k: int) -> list[int]:
+    """The k pairs whose total token count is nearest the given quantile."""
+    target = np.quantile(lengths, quantile)
+    return sorted(np.argsort(np.abs(lengths - target), kind="stable")[:k].tolist())
+
+
+def run_variants(args, paths: dict, n: int) -> dict:
+    batch_tokens = args.batch_tokens
+    if batch_tokens is None:
+        from transalign.engine.aligner import DEFAULT_BATCH_TOKENS
+
+        batch_tokens = DEFAULT_BATCH_TOKENS[args.provider]
+    raw = {v: {"blocks": [], "text": []} for v in args.variants}
+    workers = {}
+    for name in args.variants:  # loaded one after another: load times do not compete
+        spec = {**paths, "variant": name, "provider": args.provider, "threads": args.threads,
+                "batch_tokens": batch_tokens, "pairs": n}
+        workers[name] = Worker(spec)
+        raw[name]["load"] = workers[name].ready
+        clock = time.perf_counter()
+        workers[name].request(cmd="block", start=0, stop=min(n, args.warmup_pairs))  # JIT, allocator, caches
+        raw[name]["warmup_s"] = time.perf_counter() - clock
+        print(f"{name}: loaded in {raw[name]['load']['load_s']:.1f} s, warm-up {raw[name]['warmup_s']:.1f} s",
+              file=sys.stderr)
+    blocks = [(a, min(a + args.block, n)) for a in range(0, n, args.block)]
+    for b, (a, z) in enumerate(blocks):
+        order = args.variants[b % len(args.variants):] + args.variants[:b % len(args.variants)]
+        for name in order:
+            reply = workers[name].request(cmd="block", start=a, stop=z)
+            raw[name]["text"].append(reply.pop("text"))
+            raw[name]["blocks"].append(reply)
+            print(f"block {a}-{z} {name}: {reply['e2e']:.2f} s", file=sys.stderr)
+    first = raw[args.variants[0]]["blocks"]
+    lengths = np.concatenate([blk["lengths"] for blk in first])
+    pair_tokens = lengths[:0]
+    offset = 0
+    for blk, (a, z) in zip(first, blocks):  # lengths are [src..., tgt...] per block
+        m = z - a
+        pair_tokens = np.concatenate([pair_tokens, lengths[offset:offset + m] + lengths[offset + m:offset + 2 * m]])
+        offset += 2 * m
+    buckets = {"median": latency_pairs(pair_tokens, 0.5, args.latency_pairs),
+               "p90": latency_pairs(pair_tokens, 0.9, args.latency_pairs)}
+    for name in args.variants:
+        raw[name]["latency"] = {
+            bucket: {"pair_tokens_mean": float(pair_tokens[idx].mean()),
+                     "samples_s": workers[name].request(cmd="latency", indices=idx, repeats=args.latency_repeats)[
+                         "samples_s"]}
+            for bucket, idx in buckets.items()}
+        raw[name]["exit"] = workers[name].close()
+    return raw
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--pairs", type=int, default=None, help="first N pairs only (default: all 1274)")
+    parser.add_argument("--variants", default=None,
+                        help=f"comma list (default cpu: {DEFAULT_VARIANTS['cpu']}; cuda: {DEFAULT_VARIANTS['cuda']})")
+    parser.add_argument("--provider", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--batch-tokens", type=int, default=None, help="engine/torch token budget (engine default)")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--block", type=int, default=400, help="pairs per interleaved block (multiple of 100)")
+    parser.add_argument("--lora-scale", type=float, default=0.1)
+    parser.add_argument("--warmup-pairs", type=int, default=16)
+    parser.add_argument("--latency-pairs", type=int, default=20)
+    parser.add_argument("--latency-repeats", type=int, default=3)
+    parser.add_argument("--no-profile", action="store_true", help="skip the ONNX Runtime op profile")
+    parser.add_argument("--work", type=Path, default=ROOT / "work")
+    parser.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/...)")
+    parser.add_argument("--readme", choices=("auto", "yes", "no"), default="auto",
+                        help="rewrite the README table (auto: only for a run over all pairs)")
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker_main(json.loads(args.worker))
+    if args.block % 100:
+        parser.error(f"--block {args.block} must be a multiple of 100 (the reference's batch size)")
+    args.variants = (args.variants or DEFAULT_VARIANTS[args.provider]).split(",")
+    unknown = [v for v in args.variants if v not in PRECISION]
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(PRECISION)}")
+
+    from benchmarks import summary  # noqa: F401  (placeholder, replaced below)
