@@ -1,4 +1,4 @@
-"""The machine's GEMM peak for this workload, measured with ONNX Runtime's own kernels.
+"""What this machine can do: its description and its GEMM peak, measured with ONNX Runtime.
 
 The encoder's work is almost all GEMMs against fixed weights: per layer four d x d
 projections (q, k, v, out), fc1 (d -> ffn) and fc2 (ffn -> d). We time exactly those shapes,
@@ -11,17 +11,25 @@ with ``rows`` activation rows (a token budget's worth), as one-node ONNX graphs:
 
 The workload peak is the FLOP-weighted mix of the shapes (the harmonic mean: total FLOPs over
 the time each shape needs at its own rate), i.e. the encoder's GEMM rate if nothing else cost
-anything. ``useful_flops`` counts the encoder's FLOPs on real (unpadded) tokens.
+anything. ``useful_flops`` counts the encoder's FLOPs on real (unpadded) tokens;
+``profile_model`` shows where a bundle's graph spends its time, per op type, on one full batch;
+``machine_info`` describes the machine for the results file.
 
     python -m benchmarks.peak --threads 2
+    python -m benchmarks.peak --profile benchmarks/work/bundle-l12-lora-x0.1/model.int8.onnx --length 36
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import socket
 import statistics
 import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import numpy as np
 
@@ -81,7 +89,11 @@ def gemm_graph(rows: int, k: int, n: int, precision: str, seed: int = 0):
 
 def time_gemm(rows: int, k: int, n: int, precision: str, threads: int, provider: str = "cpu",
               min_seconds: float = 1.0) -> dict:
-    """Median seconds per run of one GEMM graph and the rate in GFLOP/s (GOP/s for int8)."""
+    """Best-of-runs seconds of one GEMM graph and its rate in GFLOP/s (GOP/s for int8).
+
+    The best run estimates what the hardware can do (other load only ever slows a run down);
+    the median rate is kept alongside to show how noisy the machine was.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -95,16 +107,31 @@ def time_gemm(rows: int, k: int, n: int, precision: str, threads: int, provider:
     a = np.random.default_rng(1).standard_normal((rows, k), dtype=np.float32)
     if precision == "fp16":
         a = a.astype(np.float16)
+    if provider == "cuda":  # keep input and output on the device: time the GEMM, not PCIe
+        binding = session.io_binding()
+        binding.bind_ortvalue_input("a", ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0))
+        binding.bind_output("y", "cuda")
+        run = lambda: session.run_with_iobinding(binding)  # noqa: E731
+    else:
+        run = lambda: session.run(None, {"a": a})  # noqa: E731
     for _ in range(3):
-        session.run(None, {"a": a})
+        run()
     samples, start = [], time.perf_counter()
     while time.perf_counter() - start < min_seconds or len(samples) < 5:
         clock = time.perf_counter()
-        session.run(None, {"a": a})
+        run()
         samples.append(time.perf_counter() - clock)
-    seconds = statistics.median(samples)
-    return {"rows": rows, "k": k, "n": n, "seconds": seconds, "gflops": 2.0 * rows * k * n / seconds / 1e9,
-            "runs": len(samples)}
+    flops = 2.0 * rows * k * n
+    best, median = min(samples), statistics.median(samples)
+    return {"rows": rows, "k": k, "n": n, "seconds": best, "gflops": flops / best / 1e9,
+            "median_gflops": flops / median / 1e9, "runs": len(samples)}
+
+
+def workload_gflops(shapes: dict) -> float:
+    """FLOP-weighted (harmonic) mean rate of the encoder's GEMM shapes: FLOPs over time at peak."""
+    counts = {name: count for name, count, _, _ in encoder_shapes()}
+    flops = {name: counts[name] * 2.0 * s["rows"] * s["k"] * s["n"] for name, s in shapes.items()}
+    return sum(flops.values()) / sum(flops[name] / (s["gflops"] * 1e9) for name, s in shapes.items()) / 1e9
 
 
 def measure_peaks(precisions=("fp32", "int8"), threads: int = 2, rows: int = 4096, provider: str = "cpu",
@@ -112,28 +139,113 @@ def measure_peaks(precisions=("fp32", "int8"), threads: int = 2, rows: int = 409
     """Per precision: each encoder shape's rate and the FLOP-weighted workload peak."""
     out = {}
     for precision in precisions:
-        shapes, total_flops, total_seconds = {}, 0.0, 0.0
-        for name, count, k, n in encoder_shapes():
-            result = time_gemm(rows, k, n, precision, threads, provider, min_seconds)
-            shapes[name] = result
-            flops = count * 2.0 * rows * k * n
-            total_flops += flops
-            total_seconds += flops / (result["gflops"] * 1e9)
-        out[precision] = {"workload_gflops": total_flops / total_seconds / 1e9,
-                          "max_gflops": max(s["gflops"] for s in shapes.values()), "shapes": shapes,
+        shapes = {name: time_gemm(rows, k, n, precision, threads, provider, min_seconds)
+                  for name, _, k, n in encoder_shapes()}
+        out[precision] = {"workload_gflops": workload_gflops(shapes), "shapes": shapes,
                           "op": "MatMul" if precision != "int8" else "DynamicQuantizeLinear+MatMulInteger (u8 x s8)"}
     return {"threads": threads, "rows": rows, "provider": provider, "precisions": out}
 
 
+def best_peaks(*measurements: dict) -> dict:
+    """Several ``measure_peaks`` results -> per precision the best rate of each shape, the
+    workload peak from those, and each measurement's own workload peak (to show the noise)."""
+    out = {}
+    for precision in measurements[0]["precisions"]:
+        runs = [m["precisions"][precision] for m in measurements]
+        shapes = {name: max((r["shapes"][name] for r in runs), key=lambda s: s["gflops"]) for name in runs[0]["shapes"]}
+        out[precision] = {"gflops": workload_gflops(shapes), "measurements": [r["workload_gflops"] for r in runs],
+                          "op": runs[0]["op"], "rows": measurements[0]["rows"], "shapes": shapes}
+    return out
+
+
+GEMM_OPS = {"MatMul", "FusedMatMul", "Gemm", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
+            "DynamicQuantizeLinear", "QGemm", "QAttention", "Attention", "MultiHeadAttention"}
+
+
+def profile_model(model_path: str, batch: int, length: int, threads: int, provider: str = "cpu",
+                  runs: int = 3, vocab: int = 4000) -> dict:
+    """Where an encoder graph spends its time: ONNX Runtime's profiler, per op type.
+
+    Runs a full batch [batch, length] (no padding) ``runs + 1`` times and drops the first run.
+    ``gemm_gflops`` is the useful FLOPs of the batch over the time of the GEMM-type ops (the
+    projections, the FFN and the attention products), to compare with the measured peak.
+    """
+    import glob
+    import tempfile
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(tmp, "profile")
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if provider == "cuda" \
+            else ["CPUExecutionProvider"]
+        session = ort.InferenceSession(model_path, options, providers=providers)
+        rng = np.random.default_rng(0)
+        feed = {"input_ids": rng.integers(4, vocab, size=(batch, length)).astype(np.int64),
+                "attention_mask": np.ones((batch, length), dtype=np.int64)}
+        for _ in range(runs + 1):
+            session.run(None, feed)
+        session.end_profiling()
+        events = json.loads(open(glob.glob(os.path.join(tmp, "profile*.json"))[0]).read())
+    model_runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")[1:]
+    per_op: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") \
+                and any(a <= e["ts"] <= b for a, b in model_runs):
+            op = e.get("args", {}).get("op_name", "?")
+            per_op[op] = per_op.get(op, 0.0) + e["dur"] / 1e6 / len(model_runs)
+    run_s = sum(b - a for a, b in model_runs) / 1e6 / len(model_runs)
+    gemm_s = sum(v for k, v in per_op.items() if k in GEMM_OPS)
+    flops = useful_flops([length] * batch)
+    return {"batch": batch, "length": length, "run_s": run_s, "gflops": flops / run_s / 1e9,
+            "gemm_s": gemm_s, "gemm_gflops": flops / gemm_s / 1e9 if gemm_s else None,
+            "ops_s": dict(sorted(per_op.items(), key=lambda kv: -kv[1]))}
+
+
+def machine_info() -> dict:
+    """CPU model and SIMD flags, cores, RAM, host and the versions of the libraries that time."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    field = lambda key: next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()  # noqa: E731
+                              if line.startswith(key)), "")
+    flags = set(field("flags").split())
+    meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else "MemTotal: 0 kB"
+    ram_kb = int(next(line.split()[1] for line in meminfo.splitlines() if line.startswith("MemTotal")))
+    versions = {}
+    for package in ("numpy", "onnxruntime", "onnxruntime-gpu", "numba", "torch", "transformers", "peft", "onnx",
+                    "sentencepiece", "tokenizers"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return {"host": socket.gethostname(), "cpu": field("model name") or platform.processor(),
+            "cpus_logical": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)), "ram_gb": ram_kb / 1e6,
+            "simd": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8"}),
+            "platform": platform.platform(), "python": platform.python_version(), "versions": versions}
+
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="GEMM peaks of ONNX Runtime on encoder-sized matrices")
+    parser = argparse.ArgumentParser(description="GEMM peaks of ONNX Runtime on encoder-sized matrices, "
+                                                 "or (--profile MODEL) an op profile of an encoder graph")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rows", type=int, default=4096)
     parser.add_argument("--precisions", default="fp32,int8")
     parser.add_argument("--provider", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--profile", metavar="MODEL", help="profile this .onnx with a [rows/length, length] batch")
+    parser.add_argument("--length", type=int, default=40)
     args = parser.parse_args()
-    peaks = measure_peaks(tuple(args.precisions.split(",")), args.threads, args.rows, args.provider)
-    print(json.dumps(peaks, indent=1))
+    if args.profile:
+        result = profile_model(args.profile, max(1, args.rows // args.length), args.length, args.threads,
+                               args.provider)
+    else:
+        result = measure_peaks(tuple(args.precisions.split(",")), args.threads, args.rows, args.provider)
+    print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

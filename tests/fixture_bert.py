@@ -20,6 +20,7 @@ from fixture_tokenizers import build_tiny_xlmr as build_xlmr_tokenizer
 
 BERT_LAYERS = 8  # >= every family's reference layer (mBERT 8, LaBSE 6, e5 6): defaults stay in range
 XLMR_LAYERS = 6
+BERT_MAX_POSITIONS = 128  # BERT positions start at 0: the table has exactly this many rows
 XLMR_MAX_POSITIONS = 100  # tokens, specials included (the table has 100 + pad_token_id + 1 rows);
 # the export validation batch needs about 85 with these tiny vocabularies
 _COMMON = dict(hidden_size=32, num_attention_heads=4, intermediate_size=64, hidden_dropout_prob=0.0,
@@ -41,8 +42,8 @@ def build_tiny_bert(out: Path, seed: int = 0) -> None:
     build_bert_tokenizer(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(tokenizer), num_hidden_layers=BERT_LAYERS, max_position_embeddings=128,
-                        pad_token_id=tokenizer.pad_token_id, **_COMMON)
+    config = BertConfig(vocab_size=len(tokenizer), num_hidden_layers=BERT_LAYERS,
+                        max_position_embeddings=BERT_MAX_POSITIONS, pad_token_id=tokenizer.pad_token_id, **_COMMON)
     BertModel(config).eval().save_pretrained(out)
 
 

@@ -68,8 +68,11 @@ def build_keep_whitespace_nllb(nllb_dir: Path, out: Path) -> None:
     import json
     import shutil
 
-    for name in ("sentencepiece.bpe.model", "tokenizer_config.json", "special_tokens_map.json"):
+    for name in ("sentencepiece.bpe.model", "special_tokens_map.json"):
         shutil.copyfile(nllb_dir / name, out / name)
+    tokenizer_config = json.loads((nllb_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+    tokenizer_config.pop("from_slow", None)  # else transformers ignores tokenizer.json and converts again
+    (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, ensure_ascii=False), encoding="utf-8")
     config = json.loads((nllb_dir / "tokenizer.json").read_text(encoding="utf-8"))
     precompiled = config["normalizer"]["normalizers"][0]
     assert precompiled["type"] == "Precompiled", config["normalizer"]

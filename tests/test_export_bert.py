@@ -21,10 +21,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from fixture_bert import (BERT_LAYERS, XLMR_LAYERS, XLMR_MAX_POSITIONS, bert_cache_key, build_tiny_bert,
-                          build_tiny_bert_lora, build_tiny_xlmr)
+from fixture_bert import (BERT_LAYERS, BERT_MAX_POSITIONS, XLMR_LAYERS, XLMR_MAX_POSITIONS, bert_cache_key,
+                          build_tiny_bert, build_tiny_bert_lora, build_tiny_xlmr)
 from fixture_models import cached_dir
-from reference import load_reference_encoder, reference_hidden
+from reference import embed_words, load_reference_encoder, reference_hidden, reference_links, reference_margin
 from transalign.engine.bundle import MANIFEST_NAME, read_manifest, sha256_file
 from transalign.export.api import export
 from transalign.export.errors import ExportError
@@ -118,7 +118,7 @@ def test_fp32_graph_equals_reference_hidden_state(bundle, tiny_models, tiny_lora
     path = bundle(kind, layer, with_lora) / "model.onnx"
     reference = _reference(model, lora)
     # the XLM-R batch has a row of exactly max_positions tokens: the last position row is used
-    lengths = (2, 17, XLMR_MAX_POSITIONS, 9) if kind == "xlmr" else (2, 17, 40, 9, 128)
+    lengths = (2, 17, XLMR_MAX_POSITIONS, 9) if kind == "xlmr" else (2, 17, 40, 9, BERT_MAX_POSITIONS)
     for seed in range(2):
         ids, mask = padded_random_batch(kind, _vocab(model), lengths, seed=seed)
         expected = reference_hidden(reference, ids, mask, layer)
@@ -154,7 +154,7 @@ def test_manifest_bert(bundle, tiny_models, tiny_loras):
     manifest = read_manifest(out)
     tokenizer = AutoTokenizer.from_pretrained(tiny_models["bert"])
     assert manifest.architecture == "bert" and (manifest.layer, manifest.num_layers) == (5, BERT_LAYERS)
-    assert manifest.hidden_size == 32 and manifest.max_positions == 128
+    assert manifest.hidden_size == 32 and manifest.max_positions == BERT_MAX_POSITIONS
     assert manifest.base_model == str(tiny_models["bert"])
     spec = manifest.tokenizer
     assert spec.kind == "hf-tokenizers" and (out / spec.file).is_file()
@@ -197,6 +197,41 @@ def test_bundle_tokenizer_equals_the_checkpoint_tokenizer(bundle, tiny_models, k
         enc = reference(words, is_split_into_words=True)
         assert ids.tolist() == enc["input_ids"]
         assert word_ids.tolist() == [-1 if w is None else w for w in enc.word_ids()]
+
+
+def corpus_pairs(count: int) -> list[tuple[list[str], list[str]]]:
+    """Consecutive short lines of tests/data/corpus.txt (fit the tiny models) as (source, target) words."""
+    lines = [line.split() for line in (ROOT / "tests" / "data" / "corpus.txt").read_text(encoding="utf-8").splitlines()]
+    lines = [words for words in lines if 0 < len(words) <= 20]
+    return [(lines[2 * k], lines[2 * k + 1]) for k in range(count)]
+
+
+def assert_links_match_reference(aligner, model_dir: Path, lora_dir: Path | None, pairs, layer: int) -> None:
+    """Aligner links == the reference procedure's, except where the reference sits on the threshold."""
+    from transformers import AutoTokenizer
+
+    tokenizer, encoder = AutoTokenizer.from_pretrained(model_dir), _reference(model_dir, lora_dir)
+    threshold = aligner.manifest.default_threshold
+    results = aligner.align([s for s, _ in pairs], [t for _, t in pairs])
+    total = 0
+    for k, ((src, tgt), result) in enumerate(zip(pairs, results)):
+        x, xw = embed_words(tokenizer, encoder, src, None, layer)
+        y, yw = embed_words(tokenizer, encoder, tgt, None, layer)
+        expected = reference_links(x, y, xw, yw, threshold)
+        total += len(expected)
+        if set(result.links) != expected:
+            margin = reference_margin(x, y, threshold).min()
+            assert margin < 1e-5, f"pair {k}: links differ from the reference (nearest decision {margin:.2g} away)"
+    assert total > len(pairs)  # not vacuous
+
+
+@pytest.mark.parametrize("kind,layer", [("bert", 5), ("xlmr", 3)])
+def test_aligner_on_the_bundle_matches_the_reference(bundle, tiny_models, tiny_loras, kind, layer):
+    """End to end through the runtime (tokenizer.json, ONNX, kernels) on a BERT-family bundle."""
+    from transalign import Aligner
+
+    aligner = Aligner.load(bundle(kind, layer, True), provider="cpu", precision="fp32")
+    assert_links_match_reference(aligner, tiny_models[kind], tiny_loras[kind], corpus_pairs(40), layer)
 
 
 FAMILIES = [  # (kind, directory name, family, reference layer, reference threshold)
@@ -293,3 +328,10 @@ def test_real_e5_small_export(tmp_path):
     graph = onnx.load(str(tmp_path / "e5" / "model.onnx"), load_external_data=False).graph
     assert sum(n.op_type == "MatMul" for n in graph.node) == MATMULS_PER_BLOCK * 6
     read_manifest(tmp_path / "e5")  # hashes and format check out
+    from transalign import Aligner
+
+    gold = ROOT.parent / "shared" / "gold" / "csen"
+    src = (gold / "src.txt").read_text(encoding="utf-8").splitlines()[:12]
+    tgt = (gold / "tgt.txt").read_text(encoding="utf-8").splitlines()[:12]
+    aligner = Aligner.load(tmp_path / "e5", provider="cpu", precision="fp32")
+    assert_links_match_reference(aligner, model, None, [(s.split(), t.split()) for s, t in zip(src, tgt)], 6)

@@ -21,6 +21,8 @@ numbers.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import shutil
 import sys
 import textwrap
@@ -46,6 +48,23 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
+@contextlib.contextmanager
+def quiet_export_libraries():
+    """Hide two harmless library messages: transformers' "weights not used" for the pooler
+    (never exported) and onnxruntime's root-logger advice to pre-process before quantizing."""
+    from transformers.utils import logging as hf_logging
+
+    root, hf_level = logging.getLogger(), hf_logging.get_verbosity()
+    root_level = root.level
+    hf_logging.set_verbosity_error()
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(hf_level)
+        root.setLevel(root_level)
+
+
 def ensure_bundle(bundle: Path, rebuild: bool) -> Path:
     """Reuse a complete bundle (both precisions), else convert the model if needed and export."""
     from transalign.engine.bundle import BundleError, read_manifest
@@ -65,7 +84,8 @@ def ensure_bundle(bundle: Path, rebuild: bool) -> Path:
     model = ensure_e5_small(MODELS)
     log(f"[1] model {model} ready ({time.perf_counter() - start:.1f} s)")
     start = time.perf_counter()
-    manifest = export(str(model), bundle, layer=LAYER, precisions=",".join(PRECISIONS), force=True)
+    with quiet_export_libraries():
+        manifest = export(str(model), bundle, layer=LAYER, precisions=",".join(PRECISIONS), force=True)
     checks = ", ".join(f"{p} max rel diff {v['validation']['max_rel_diff']:.2g} / min cosine "
                        f"{v['validation']['min_cosine']:.5f}" for p, v in manifest.precisions.items())
     log(f"[2] exported {bundle} at layer {manifest.layer} in {time.perf_counter() - start:.1f} s "
@@ -122,7 +142,8 @@ def show(label: str, src: list[str], tgt: list[str], links, gold=None, note: str
         if gold is not None:
             mark = " ✓" if (i, j) in gold.sure else " ~" if (i, j) in gold.possible else " ✗"
         items.append(f"{src[i]} <-> {tgt[j]}{mark}".replace(" ", "\u00a0"))  # keep a link on one line
-    text = textwrap.fill("  |  ".join(items) or "(no links)", width, initial_indent=indent + "  ",
+    # NBSP before each "|" keeps it at the end of the previous link when a line wraps
+    text = textwrap.fill("\u00a0|  ".join(items) or "(no links)", width, initial_indent=indent + "  ",
                          subsequent_indent=indent + "  ", break_on_hyphens=False)
     log(text.replace("\u00a0", " "))
     aligned_src = {i for i, _ in links}
@@ -184,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help="bundle directory (default: %(default)s)")
     parser.add_argument("--rebuild", action="store_true", help="export the bundle again even if it is complete")
     parser.add_argument("--gold-pairs", type=int, default=10, help="gold pairs to print (default: %(default)s)")
-    parser.add_argument("--score", default="int8,fp32",
+    parser.add_argument("--score", default="int8",
                         help="precisions to score the whole gold with, comma-separated; '' to skip "
                              "(default: %(default)s)")
     args = parser.parse_args(argv)

@@ -119,8 +119,8 @@ def wrap(ids: np.ndarray, word_ids: np.ndarray, token_starts: np.ndarray,
         out_ids[out_start[:-1] + k] = token
     for k, token in enumerate(suffix):
         out_ids[out_start[1:] - len(suffix) + k] = token
-    bounds = out_start[1:-1]
-    return list(zip(np.split(out_ids, bounds), np.split(out_wids, bounds)))
+    bounds = out_start.tolist()
+    return [(out_ids[a:b], out_wids[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def sentence_layout(sentences: Sequence[Sequence[str]]) -> tuple[list[str], np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""NLLB tokenization with sentencepiece, token for token what the Hugging Face fast tokenizer does.
+r"""NLLB tokenization with sentencepiece, token for token what the Hugging Face fast tokenizer does.
 
 The reference tokenizes with ``AutoTokenizer`` = ``NllbTokenizerFast`` (a ``tokenizers`` BPE
 converted from the sentencepiece model), so that one is the ground truth. For one pre-split
@@ -9,9 +9,9 @@ checked by tests/test_tokenization.py):
    cut out of the raw word wherever they occur, leftmost-longest, and become their own id.
    They keep the word's index (they are not special in ``word_ids()``).
 2. *Normalizer*, on each remaining segment: ``Precompiled`` (the model's nmt_nfkc charsmap)
-   then ``Strip(right)`` + ``Replace(" {2,}", "▁")`` (converter of transformers >= 4.4x, the
-   bundle's ``whitespace="strip"``) or only ``Replace(" {2,}", " ")`` (older converters, e.g.
-   tokenizer.json files on the Hub from 2022: ``whitespace="keep"``).
+   then ``Strip(right)`` + ``Replace(" {2,}", "▁")`` (what transformers 4.57 writes when it
+   converts the sentencepiece model: ``whitespace="strip"``) or only ``Replace(" {2,}", " ")``
+   (older converters; tokenizer.json files saved by them are still in use: ``whitespace="keep"``).
 3. *Added tokens, normalized*: ``<mask>`` (lstrip) is cut out of the normalized text.
 4. *Metaspace*: ``" "`` -> ``"▁"``, a ``"▁"`` prepended to every non-empty segment that does
    not start with one, a split before every ``"▁"``.
@@ -29,14 +29,23 @@ grapheme-cluster boundary that maps to itself), and does the whitespace steps wi
 Steps 4-5 are sentencepiece's own: a second copy of the model, its normalizer replaced by the
 identity, splits at "▁" and runs the same BPE merges without normalizing again.
 
-Where slow NllbTokenizer and fast NllbTokenizerFast disagree we follow the fast one; each case
-is pinned by a test (test_slow_fast_disagreements):
+Where the slow ``NllbTokenizer`` and the fast ``NllbTokenizerFast`` disagree we follow the fast
+one; each case is pinned by tests/test_tokenization.py (SLOW_FAST_DISAGREEMENTS). None occurs in
+the csen gold corpus or the Bambara sample; all need unusual Unicode:
 
-- grapheme clusters (step 2): ``"e\\u0301\\u0301"`` fast ▁ é, slow ▁ é <unk>; a cluster of 6+
-  bytes is not composed by fast (``"a\\u0301\\u0301\\u0301"``), is by slow;
-- a word whose normalization is whitespace only after an added token is cut out, and words
-  with trailing whitespace under ``whitespace="keep"`` (fast emits a lone "▁" token, the slow
-  one never does).
+- grapheme clusters (step 2). Shorter than 6 bytes and starting with a charsmap key: the rest of
+  the cluster is dropped by fast (``"e\u0301\u0301"`` fast ▁ é, slow ▁ é <unk>; NFD Vietnamese
+  ``"o\u0302\u0301"`` fast ▁ ô, slow ▁ <unk>; ``"\uff0d\u0347"`` fast ▁-, slow ▁- <unk>).
+  6 bytes or longer: fast maps code point by code point and composes nothing
+  (``"e\u0301\u0301\u0301"`` fast ▁e <unk>, slow ▁ é <unk>);
+- trailing NEL (U+0085), which the charsmap keeps: fast's Strip(right) removes it (Unicode
+  White_Space), sentencepiece keeps it as <unk>;
+- ``<mask>`` spelled with characters that normalize to it (``"＜mask＞"``): fast matches it
+  after normalization, slow only matches the raw text;
+- two or more spaces before ``<mask>`` (``"a\u3000\u3000<mask>"``): fast collapses them to "▁",
+  which its lstrip does not swallow (▁a ▁ <mask>); slow gives ▁a <mask>;
+- with a ``whitespace="keep"`` tokenizer.json, trailing whitespace (also ZWSP, LRM/RLM, BOM,
+  which the charsmap maps to " ") becomes a final "▁" token in fast, nothing in slow.
 """
 
 from __future__ import annotations
@@ -59,6 +68,7 @@ WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\
 WHITESPACE_MODES = ("strip", "keep")
 SMALL_BATCH, THREADED_BATCH = 32, 4096  # units; see NllbWordTokenizer._encode_pieces
 NORMALIZED_TOKENS = {"<mask>": True}  # NLLB's added tokens matched after normalization -> lstrip
+Units = tuple[list[str], "list[int] | None", dict[int, int]]  # texts, their word (None: 1 per word), fixed ids
 
 
 class NllbWordTokenizer:
@@ -112,9 +122,8 @@ class NllbWordTokenizer:
     def from_spec(cls, path: Path, spec: TokenizerSpec, num_threads: int | None = None) -> "NllbWordTokenizer":
         # TODO(bundle): `added_tokens` and `whitespace` are proposed TokenizerSpec fields; until
         # bundle.py has them, language codes + </s> <pad> <unk> and "strip" are assumed.
-        added = getattr(spec, "added_tokens", None)
-        if added is None:
-            added = {"</s>": spec.eos_id, "<pad>": spec.pad_id, "<unk>": spec.unk_id}
+        added = getattr(spec, "added_tokens", None) or {"</s>": spec.eos_id, "<pad>": spec.pad_id,
+                                                         "<unk>": spec.unk_id}
         return cls(path, lang_code_ids=spec.lang_code_ids, unk_id=spec.unk_id, eos_id=spec.eos_id,
                    piece_offset=spec.piece_offset, added_tokens=added,
                    whitespace=getattr(spec, "whitespace", "strip"), lowercase=spec.lowercase,
@@ -166,7 +175,7 @@ class NllbWordTokenizer:
         except (KeyError, TypeError):
             raise unknown_lang_error(lang, list(self._lang_ids)) from None
 
-    def _split_raw(self, words: list[str]) -> tuple[list[str], list[int] | None, dict[int, int]]:
+    def _split_raw(self, words: list[str]) -> Units:
         """Cut raw added tokens out of the words -> text units, their word, fixed-id units."""
         if self._raw_re is None or not self._raw_trigger.search(SEP.join(words)):
             return words, None, {}
@@ -186,7 +195,7 @@ class NllbWordTokenizer:
                 owners.append(w)
         return texts, owners, fixed
 
-    def _normalize(self, texts: list[str], owners: list[int] | None, fixed: dict[int, int]):
+    def _normalize(self, texts: list[str], owners: list[int] | None, fixed: dict[int, int]) -> Units:
         """Steps 2-4 of the module doc on every text unit; may split units at normalized tokens.
 
         All units go through one normalizer call and a few regexes, joined by NUL; a batch where
@@ -215,7 +224,7 @@ class NllbWordTokenizer:
             text = text.rstrip(WHITESPACE)
         return self._collapse.sub(self._collapse_to, text) if "  " in text else text
 
-    def _split_normalized(self, texts: list[str], owners: list[int] | None, fixed: dict[int, int]):
+    def _split_normalized(self, texts: list[str], owners: list[int] | None, fixed: dict[int, int]) -> Units:
         """Steps 3-4 unit by unit: cut normalized added tokens (``<mask>``) out, then Metaspace."""
         out_texts: list[str] = []
         out_owners: list[int] = []

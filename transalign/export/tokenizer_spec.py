@@ -18,6 +18,7 @@ import re
 import shutil
 import unicodedata
 import warnings
+from collections import Counter
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,9 @@ from typing import Any
 from transalign.engine.bundle import TokenizerSpec
 from transalign.export.errors import ExportError
 
-__all__ = ["PROBE_SENTENCES", "TokenizerMismatchError", "compare_with_reference", "spec_from_hf_tokenizer"]
+__all__ = [
+    "PROBE_SENTENCES", "PROBE_WORDS", "TokenizerMismatchError", "compare_with_reference", "spec_from_hf_tokenizer",
+]
 
 NLLB_MODEL_FILE = "sentencepiece.bpe.model"
 HF_TOKENIZER_FILE = "tokenizer.json"
@@ -66,7 +69,9 @@ def spec_from_hf_tokenizer(tokenizer: Any, out_dir: str | Path) -> TokenizerSpec
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sentences = PROBE_SENTENCES
+    # a slow NLLB tokenizer differs from the fast one (the reference, which the runtime follows)
+    # on odd Unicode; the probe words are full of it, so it is checked on plain sentences only
+    sentences = PROBE_SENTENCES if getattr(tokenizer, "is_fast", False) else PROBE_SENTENCES[:2]
     if _is_nllb(tokenizer):
         spec, unexpressed = _nllb_spec(tokenizer, out_dir)
         langs = tuple(lang for lang in PROBE_LANGS if lang in spec.lang_code_ids) or (next(iter(spec.lang_code_ids)),)
@@ -176,7 +181,7 @@ def _piece_offset(tokenizer: Any, sp) -> int:
         raise ExportError("the sentencepiece model has no ordinary pieces")
     pieces = [sp.id_to_piece(i) for i in ordinary]
     ids = tokenizer.convert_tokens_to_ids(pieces)
-    offset = ids[0] - ordinary[0]
+    offset = Counter(got - i for i, got in zip(ordinary, ids)).most_common(1)[0][0]
     wrong = [(i, piece, got) for i, piece, got in zip(ordinary, pieces, ids) if got != i + offset]
     if wrong:
         examples = ", ".join(f"{piece!r}: sentencepiece {i} -> {got} (expected {i + offset})"
@@ -223,7 +228,8 @@ def _nllb_whitespace(tokenizer: Any, charsmap: bytes) -> str:
         raise ExportError(f"unsupported NLLB normalizer steps after Precompiled: {steps}")
     pre = config.get("pre_tokenizer") or {}
     scheme = pre.get("prepend_scheme", "always" if pre.get("add_prefix_space") else "never")
-    if (pre.get("type"), pre.get("replacement"), scheme, pre.get("split", True)) != ("Metaspace", "\u2581", "always", True):
+    metaspace = (pre.get("type"), pre.get("replacement"), scheme, pre.get("split", True))
+    if metaspace != ("Metaspace", "\u2581", "always", True):
         raise ExportError(f"unsupported NLLB pre-tokenizer {pre}; expected Metaspace('▁', prepend always, split)")
     return whitespace
 

@@ -1,81 +1,43 @@
-"""Word links of a whole batch of sentence pairs: a checked wrapper over two kernels.
+"""Word links of a whole batch of sentence pairs: the checked public wrapper.
 
 The engine packs the content rows (language code and </s> dropped) of every sentence of a
 batch into one float32 array; pair p is described by row offsets and lengths of its two
-sides. All pairs are processed at once, in two passes:
+sides. All pairs are processed at once, in two passes (kernels in `jit.py`):
 
-1. `_word_matrices`, parallel over pairs (prange): scores, both softmaxes, the threshold
-   intersection and the subword -> word reduction into the pair's own slice of a scratch
-   buffer (a small word matrix); the number of distinct word links per pair;
+1. `_word_matrices`, parallel over pairs: scores, both softmaxes, the threshold intersection
+   and the subword -> word reduction into the pair's own slice of a scratch buffer (a small
+   word matrix), plus the pair's number of distinct word links. The pairs are cut into
+   contiguous ranges of about equal work, run by a thread pool; the kernel releases the GIL,
+   so the ranges run truly in parallel, each writing only its own pairs' outputs.
 2. `_gather_links`: a prefix sum of the counts gives each pair a disjoint slice of the
    output, filled from the word matrices (no second GEMM, no Python loop per pair).
 
-The wrapper normalises every argument to one dtype/layout (float32 C-contiguous hidden,
-int64 everything else, float64 threshold) so numba compiles exactly one specialisation.
-No `cache=True`: on-disk caching of `parallel=True` kernels has crashed when the thread count
-changed between runs (STYLE.md).
+The wrapper normalises every argument to one dtype/layout so numba compiles (and caches) a
+single specialisation of each kernel.
 """
 
 from __future__ import annotations
 
 import numbers
+from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
-from numba import njit, prange
 
-from transalign.kernels.pair import _emit_links, _pair_word_matrix
+from transalign.kernels.jit import _gather_links, _word_matrices
 
 _INT32_MAX = np.iinfo(np.int32).max
-
-
-@njit(parallel=True)
-def _word_matrices(hidden, src_offsets, src_lengths, tgt_offsets, tgt_lengths, src_word_ids, tgt_word_ids,
-                   threshold, scratch_starts, scratch, counts):
-    """Pass 1, parallel over pairs: each pair's word matrix and its number of word links.
-
-    Only the prange loop lives in this function: everything else a parallel function holds
-    goes through numba's parfor analysis too and costs compile time at every CLI start.
-    """
-    for p in prange(src_offsets.shape[0]):
-        n = src_lengths[p]
-        m = tgt_lengths[p]
-        if n == 0 or m == 0:
-            counts[p] = 0
-            continue
-        s0 = src_offsets[p]
-        t0 = tgt_offsets[p]
-        counts[p] = _pair_word_matrix(hidden[s0:s0 + n], hidden[t0:t0 + m], src_word_ids[s0:s0 + n],
-                                      tgt_word_ids[t0:t0 + m], threshold,
-                                      scratch[scratch_starts[p]:scratch_starts[p + 1]])
-
-
-@njit
-def _gather_links(src_offsets, src_lengths, tgt_offsets, tgt_lengths, src_word_ids, tgt_word_ids,
-                  scratch_starts, scratch, counts):
-    """Pass 2: a prefix sum of the counts, then each pair's links copied out of its matrix.
-
-    Serial: this is a cheap scan of at most n x m bytes per pair, far below the cost of the
-    scores, and a prange loop here would cost more compile time than it saves at run time.
-    """
-    n_pairs = src_offsets.shape[0]
-    pair_starts = np.zeros(n_pairs + 1, dtype=np.int64)
-    for p in range(n_pairs):
-        pair_starts[p + 1] = pair_starts[p] + counts[p]
-    links = np.empty((pair_starts[n_pairs], 2), dtype=np.int32)
-    for p in range(n_pairs):
-        if counts[p] == 0:
-            continue
-        s0 = src_offsets[p]
-        t0 = tgt_offsets[p]
-        _emit_links(src_word_ids[s0:s0 + src_lengths[p]], tgt_word_ids[t0:t0 + tgt_lengths[p]],
-                    scratch[scratch_starts[p]:scratch_starts[p + 1]], links[pair_starts[p]:pair_starts[p + 1]])
-    return pair_starts, links
+# Below this many multiply-adds a batch runs on the calling thread: starting threads would
+# cost more than it saves (~0.1 ms of work).
+_MIN_PARALLEL_WORK = 1 << 22
+# Ranges per thread: more, smaller ranges let an idle thread take over from a slow one.
+_RANGES_PER_THREAD = 4
 
 
 def extract_links(hidden: np.ndarray, src_offsets: np.ndarray, src_lengths: np.ndarray,
                   tgt_offsets: np.ndarray, tgt_lengths: np.ndarray,
                   src_word_ids: np.ndarray, tgt_word_ids: np.ndarray,
-                  threshold: float) -> tuple[np.ndarray, np.ndarray]:
+                  threshold: float, *, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """TransAlign word links of every pair of a batch (DESIGN.md "The method, exactly", 4-5).
 
     hidden: [rows, d] subword vectors of all sentences, packed row-wise (float32; float16 and
@@ -86,6 +48,8 @@ def extract_links(hidden: np.ndarray, src_offsets: np.ndarray, src_lengths: np.n
     src_word_ids, tgt_word_ids: int [rows], the word index (within its sentence) of each row;
         the engine passes the same array twice.
     threshold: t in [0, 1); subword pair (i, j) is aligned iff F[i, j] > t and B[i, j] > t.
+    threads: how many pairs run at once; default numba's thread count (NUMBA_NUM_THREADS,
+        else the number of CPUs).
 
     Returns (pair_starts int64 [n_pairs + 1], links int32 [n_links, 2]): the (source word,
     target word) links of pair p are links[pair_starts[p]:pair_starts[p + 1]], distinct and
@@ -105,15 +69,38 @@ def extract_links(hidden: np.ndarray, src_offsets: np.ndarray, src_lengths: np.n
     threshold = _as_threshold(threshold)
     if n_pairs == 0:
         return np.zeros(1, dtype=np.int64), np.empty((0, 2), dtype=np.int32)
+    threads = _as_threads(threads)
     # A pair has at most n_src x n_tgt distinct word links: that bounds its word matrix.
+    cells = src_lengths * tgt_lengths
     scratch_starts = np.zeros(n_pairs + 1, dtype=np.int64)
-    np.cumsum(src_lengths * tgt_lengths, out=scratch_starts[1:])
+    np.cumsum(cells, out=scratch_starts[1:])
     scratch = np.empty(int(scratch_starts[-1]), dtype=np.uint8)
     counts = np.empty(n_pairs, dtype=np.int64)
-    _word_matrices(hidden, src_offsets, src_lengths, tgt_offsets, tgt_lengths, src_word_ids, tgt_word_ids,
-                   threshold, scratch_starts, scratch, counts)
+    args = (hidden, src_offsets, src_lengths, tgt_offsets, tgt_lengths, src_word_ids, tgt_word_ids, threshold,
+            scratch_starts, scratch, counts)
+    ranges = _balanced_ranges(cells * (hidden.shape[1] + 16), threads)
+    if len(ranges) == 1:
+        _word_matrices(0, n_pairs, *args)
+    else:
+        if not _word_matrices.signatures:
+            _word_matrices(0, 0, *args)  # compile / load from cache once, before the threads race to
+        with ThreadPoolExecutor(min(threads, len(ranges))) as pool:
+            for _ in pool.map(lambda r: _word_matrices(r[0], r[1], *args), ranges):
+                pass  # re-raises a worker's exception here
     return _gather_links(src_offsets, src_lengths, tgt_offsets, tgt_lengths, src_word_ids, tgt_word_ids,
                          scratch_starts, scratch, counts)
+
+
+def _balanced_ranges(work: np.ndarray, threads: int) -> list[tuple[int, int]]:
+    """Contiguous [first, stop) ranges of pairs covering all pairs, of about equal total work."""
+    n_pairs = work.shape[0]
+    total = int(work.sum())
+    parts = min(n_pairs, threads * _RANGES_PER_THREAD)
+    if threads == 1 or parts <= 1 or total < _MIN_PARALLEL_WORK:
+        return [(0, n_pairs)]
+    cuts = np.searchsorted(np.cumsum(work), np.arange(1, parts) * (total / parts), side="left") + 1
+    bounds = np.unique(np.concatenate([[0], np.minimum(cuts, n_pairs), [n_pairs]]))
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def split_links(pair_starts: np.ndarray, links: np.ndarray) -> list[list[tuple[int, int]]]:
@@ -178,6 +165,14 @@ def _as_word_ids(name: str, values, rows: int) -> np.ndarray:
             row = int(np.argmax(values))
             raise ValueError(f"{name}[{row}] = {high} does not fit the int32 links")
     return np.ascontiguousarray(values, dtype=np.int64)
+
+
+def _as_threads(threads) -> int:
+    if threads is None:
+        return max(1, int(numba.config.NUMBA_NUM_THREADS))
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    return int(threads)
 
 
 def _as_threshold(threshold) -> float:

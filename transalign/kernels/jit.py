@@ -1,4 +1,4 @@
-"""Per-pair numeric pieces of the TransAlign extraction, as small serial `@njit` functions.
+"""Every compiled function of the extraction, in one module, as serial `nogil` kernels.
 
 DESIGN.md, "The method, exactly", steps 4-5, for one sentence pair:
 
@@ -8,9 +8,20 @@ DESIGN.md, "The method, exactly", steps 4-5, for one sentence pair:
     (i, j) aligned  <=>  F[i, j] > t  and  B[i, j] > t        (strict >)
     word links = { (src_word[i], tgt_word[j]) : (i, j) aligned }
 
-These functions are called once per pair from the parallel loops of `extract.py`; each thread
-runs them on its own pair, so they are serial on purpose (no nested parallelism, no BLAS
-threads competing with the pair-level threads).
+Why serial kernels with `cache=True`, and why one module:
+- numba links (and re-optimises) every callee into each caller, so a `parallel=True` prange
+  kernel over this code cost 4-9 s of LLVM work at *every* process start (measured on a busy
+  2-core machine; it cannot be cached: STYLE.md, parallel kernels crashed with cache=True
+  when the thread count changed). Serial kernels cache safely; the wrapper in `extract.py`
+  runs them on disjoint ranges of pairs from a thread pool (they release the GIL), the same
+  parallelism as a prange over pairs, and it degrades gracefully when cores are busy (OpenMP
+  prange threads spin-waited and ran 3x slower than one thread under load).
+  First call with a cold cache: ~3.5 s; every later process: ~0.15 s.
+- numba's cache checks only the *defining file* of a cached function; a caller cached with
+  an inlined copy of a callee from another file would go stale when that file changes.
+  Keeping all kernels in this file means any edit here invalidates all of them together.
+- Every argument arrives with one dtype/layout (float32 C-contiguous hidden, int64 indices
+  and word ids, float64 threshold), so each function has exactly one specialisation.
 """
 
 from __future__ import annotations
@@ -20,6 +31,22 @@ import math
 import numpy as np
 from numba import njit
 
+
+def _kernel(**options):
+    """njit(nogil=True, cache=True, **options), without the cache where none can be written.
+
+    numba refuses `cache=True` at decoration time when neither the package's __pycache__ nor
+    a user cache directory is writable (read-only installs); compiling each run is then the
+    price, not an import error.
+    """
+    def decorate(function):
+        try:
+            return njit(nogil=True, cache=True, **options)(function)
+        except RuntimeError:
+            return njit(nogil=True, **options)(function)
+    return decorate
+
+
 # Reassociation lets LLVM vectorise the k-loop reductions and keep several accumulators;
 # 'contract' allows fused multiply-add. Both only change float32 rounding order, i.e. the
 # result stays within the usual dot-product bound gamma_d * sum_k |x_k y_k| of the exact value,
@@ -27,7 +54,7 @@ from numba import njit
 _GEMM_FASTMATH = {"reassoc", "contract"}
 
 
-@njit(fastmath=_GEMM_FASTMATH, nogil=True)
+@_kernel(fastmath=_GEMM_FASTMATH)
 def _scores(x, y, s):
     """s[i, j] = dot(x[i], y[j]) in float32: a register-blocked (4 x 2) x @ y.T.
 
@@ -84,7 +111,7 @@ def _scores(x, y, s):
             s[i, j] = acc
 
 
-@njit(nogil=True)
+@_kernel()
 def _mark_aligned(s, threshold, aligned):
     """aligned[i, j] = F[i, j] > t and B[i, j] > t, both softmaxes of the float32 scores `s`.
 
@@ -124,7 +151,7 @@ def _mark_aligned(s, threshold, aligned):
     # every sum it enters is NaN and every F / B of that row / column compares false.
 
 
-@njit(nogil=True)
+@_kernel()
 def _distinct_sorted(word_ids):
     """The distinct values of `word_ids`, ascending.
 
@@ -148,7 +175,7 @@ def _distinct_sorted(word_ids):
     return values[:count]
 
 
-@njit(nogil=True)
+@_kernel()
 def _ranks(word_ids, distinct):
     """Position of each word id in `distinct` (ascending, containing it): binary search."""
     ranks = np.empty(word_ids.shape[0], dtype=np.int64)
@@ -165,7 +192,7 @@ def _ranks(word_ids, distinct):
     return ranks
 
 
-@njit(nogil=True)
+@_kernel()
 def _pair_word_matrix(x, y, src_words, tgt_words, threshold, matrix):
     """Fill `matrix` (flat, >= n_src_words * n_tgt_words bytes) with the pair's word links.
 
@@ -199,7 +226,7 @@ def _pair_word_matrix(x, y, src_words, tgt_words, threshold, matrix):
     return count
 
 
-@njit(nogil=True)
+@_kernel()
 def _emit_links(src_words, tgt_words, matrix, out):
     """Write the word links marked in `matrix` into `out` ([count, 2] int32), sorted by (src, tgt)."""
     src_distinct = _distinct_sorted(src_words)
@@ -213,3 +240,45 @@ def _emit_links(src_words, tgt_words, matrix, out):
                 out[row, 1] = tgt_distinct[b]
                 row += 1
     return row
+
+
+@_kernel()
+def _word_matrices(first, stop, hidden, src_offsets, src_lengths, tgt_offsets, tgt_lengths, src_word_ids,
+                   tgt_word_ids, threshold, scratch_starts, scratch, counts):
+    """Pass 1 over pairs first..stop-1: each pair's word matrix and number of word links.
+
+    Pair p writes only counts[p] and its own scratch slice, so ranges run concurrently.
+    """
+    for p in range(first, stop):
+        n = src_lengths[p]
+        m = tgt_lengths[p]
+        if n == 0 or m == 0:
+            counts[p] = 0
+            continue
+        s0 = src_offsets[p]
+        t0 = tgt_offsets[p]
+        counts[p] = _pair_word_matrix(hidden[s0:s0 + n], hidden[t0:t0 + m], src_word_ids[s0:s0 + n],
+                                      tgt_word_ids[t0:t0 + m], threshold,
+                                      scratch[scratch_starts[p]:scratch_starts[p + 1]])
+
+
+@_kernel()
+def _gather_links(src_offsets, src_lengths, tgt_offsets, tgt_lengths, src_word_ids, tgt_word_ids,
+                  scratch_starts, scratch, counts):
+    """Pass 2: a prefix sum of the counts, then each pair's links copied out of its matrix.
+
+    Serial: a scan of at most n x m bytes per pair, ~1% of pass 1.
+    """
+    n_pairs = src_offsets.shape[0]
+    pair_starts = np.zeros(n_pairs + 1, dtype=np.int64)
+    for p in range(n_pairs):
+        pair_starts[p + 1] = pair_starts[p] + counts[p]
+    links = np.empty((pair_starts[n_pairs], 2), dtype=np.int32)
+    for p in range(n_pairs):
+        if counts[p] == 0:
+            continue
+        s0 = src_offsets[p]
+        t0 = tgt_offsets[p]
+        _emit_links(src_word_ids[s0:s0 + src_lengths[p]], tgt_word_ids[t0:t0 + tgt_lengths[p]],
+                    scratch[scratch_starts[p]:scratch_starts[p + 1]], links[pair_starts[p]:pair_starts[p + 1]])
+    return pair_starts, links
