@@ -84,11 +84,12 @@ class Aligner:
         from transalign.engine.tokenization import load_tokenizer
 
         root = Path(bundle)
-        manifest = read_manifest(root, verify_hashes=verify)
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        manifest = read_manifest(root, verify_hashes=verify, precision=precision)
         if precision not in manifest.precisions:
-            raise ValueError(f"bundle {root} has no {precision} model (it has {', '.join(manifest.precisions)}); "
+            has = ", ".join(p for p in PRECISIONS if p in manifest.precisions)
+            raise ValueError(f"bundle {root} has no {precision} model (it has {has}); "
                              f"re-export with --precision including {precision}")
         resolved = resolve_provider(provider)
         if precision == "fp16" and resolved != "cuda":

@@ -117,11 +117,19 @@ class Manifest:
         return cls(**data)
 
 
-def read_manifest(bundle: str | Path, verify_hashes: bool = True) -> Manifest:
+def files_of_precision(name: str, precision: str) -> bool:
+    """True for a precision's graph and its external weights (``model.onnx``, ``model.onnx.data``)."""
+    model = MODEL_FILES[precision]
+    return name == model or name.startswith(model + ".")
+
+
+def read_manifest(bundle: str | Path, verify_hashes: bool = True, precision: str | None = None) -> Manifest:
     """Read and check a bundle's manifest; refuse anything we cannot run correctly.
 
     Checks: the directory and manifest exist, the format name and version are ours, every
-    listed file exists and (unless ``verify_hashes`` is False) matches its sha256.
+    listed file exists and (unless ``verify_hashes`` is False) matches its sha256. With
+    ``precision`` only that precision's model files (and the shared ones) are hashed: a runtime
+    loading int8 should not spend seconds reading the fp32 weights.
     """
     root = Path(bundle)
     if not root.is_dir():
@@ -146,13 +154,16 @@ def read_manifest(bundle: str | Path, verify_hashes: bool = True) -> Manifest:
         manifest = Manifest.from_json(data)
     except (TypeError, KeyError) as exc:
         raise BundleError(f"{path}: manifest fields are incomplete or unknown ({exc}); export it again") from exc
-    _check_files(root, manifest, verify_hashes)
+    _check_files(root, manifest, verify_hashes, precision)
     return manifest
 
 
-def _check_files(root: Path, manifest: Manifest, verify_hashes: bool) -> None:
+def _check_files(root: Path, manifest: Manifest, verify_hashes: bool, precision: str | None) -> None:
+    others = [p for p in PRECISIONS if p != precision] if precision else []
     for name, expected in manifest.files.items():
         file = root / name
+        if any(files_of_precision(name, other) for other in others):
+            continue
         if not file.is_file():
             raise BundleError(f"bundle file {file} listed in the manifest is missing; export the bundle again")
         if verify_hashes:
