@@ -259,6 +259,16 @@ def test_unnamed_bert_gets_the_mbert_reference_settings(tmp_path, tiny_models):
     shutil.copytree(tiny_models["bert"], model)
     manifest = export(str(model), tmp_path / "b", precisions="fp32")
     assert (manifest.layer, manifest.default_threshold) == (8, 0.001)
+    assert manifest.family == "bert"  # mBERT's settings, but not claimed to be mBERT
+
+
+def test_family_is_read_from_the_last_path_component_only():
+    from transalign.export.architectures import BERT, M2M100, family_defaults
+
+    assert family_defaults(BERT, "/data/labse-experiments/my-encoder").family == "bert"
+    assert family_defaults(BERT, "sentence-transformers/LaBSE").family == "labse"
+    assert family_defaults(BERT, "/models/LaBSE/").family == "labse"
+    assert family_defaults(M2M100, "facebook/nllb-200-distilled-600M").family == "nllb"
 
 
 def test_family_default_layer_beyond_a_shallow_model_is_refused(tmp_path, tiny_models):

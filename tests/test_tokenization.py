@@ -11,7 +11,7 @@ import json
 import random
 import subprocess
 import sys
-from dataclasses import fields
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -145,19 +145,18 @@ def nllb_slow(tiny_nllb):
 @pytest.fixture(scope="session")
 def nllb_bundle(nllb_fast, tmp_path_factory):
     out = tmp_path_factory.mktemp("nllb-bundle")
-    with pytest.warns(UserWarning) if "added_tokens" not in _spec_fields() else _no_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the spec expresses the whole tokenizer, nothing to warn about
         spec = spec_from_hf_tokenizer(nllb_fast, out)
     return out, spec
 
 
 @pytest.fixture(scope="session")
 def nllb_runtime(nllb_bundle, nllb_fast) -> NllbWordTokenizer:
-    """The runtime as the bundle describes it, with the added tokens of the reference (which
-    the spec carries once TokenizerSpec has `added_tokens`)."""
+    """The runtime exactly as the bundle describes it (added tokens and whitespace mode included)."""
     out, spec = nllb_bundle
-    added = getattr(spec, "added_tokens", None) or {t.content: i for i, t in nllb_fast.added_tokens_decoder.items()}
-    return NllbWordTokenizer(out / spec.file, lang_code_ids=spec.lang_code_ids, unk_id=spec.unk_id,
-                             eos_id=spec.eos_id, piece_offset=spec.piece_offset, added_tokens=added)
+    assert spec.added_tokens == {t.content: i for i, t in nllb_fast.added_tokens_decoder.items()}
+    return NllbWordTokenizer.from_spec(out / spec.file, spec)
 
 
 @pytest.fixture(scope="session")
@@ -177,18 +176,6 @@ def bert_family(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"{request.param}-bundle")
     spec = spec_from_hf_tokenizer(reference, out)
     return reference, load_tokenizer(out, spec), spec, out
-
-
-def _spec_fields() -> set[str]:
-    return {f.name for f in fields(TokenizerSpec)}
-
-
-class _no_warning:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 # -- NLLB: parity with the fast tokenizer -------------------------------------------------------
@@ -378,15 +365,12 @@ def test_nllb_spec(nllb_bundle, nllb_fast):
     assert (spec.unk_id, spec.eos_id, spec.pad_id, spec.piece_offset) == (3, 2, 1, 1)
     assert len(spec.lang_code_ids) == 202
     assert spec.lang_code_ids["eng_Latn"] == nllb_fast.convert_tokens_to_ids("eng_Latn")
-    if "added_tokens" in _spec_fields():
-        assert spec.added_tokens["<mask>"] == nllb_fast.mask_token_id
-    if "whitespace" in _spec_fields():
-        assert spec.whitespace == "strip"
+    assert spec.added_tokens["<mask>"] == nllb_fast.mask_token_id
+    assert spec.whitespace == "strip"
 
 
 def test_nllb_spec_from_the_slow_tokenizer(nllb_slow, nllb_bundle, tmp_path):
-    with pytest.warns(UserWarning) if "added_tokens" not in _spec_fields() else _no_warning():
-        spec = spec_from_hf_tokenizer(nllb_slow, tmp_path)
+    spec = spec_from_hf_tokenizer(nllb_slow, tmp_path)
     assert spec == nllb_bundle[1]
 
 
@@ -394,10 +378,6 @@ def test_nllb_spec_keep_whitespace_tokenizer(tiny_nllb, tmp_path):
     (tmp_path / "hf").mkdir()
     build_keep_whitespace_nllb(tiny_nllb, tmp_path / "hf")
     reference = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
-    if "whitespace" not in _spec_fields():
-        with pytest.raises(ExportError, match="whitespace"):
-            spec_from_hf_tokenizer(reference, tmp_path / "bundle")
-        return
     spec = spec_from_hf_tokenizer(reference, tmp_path / "bundle")
     assert spec.whitespace == "keep"
 

@@ -63,12 +63,20 @@ class TokenizerSpec:
     prefix_ids: tuple[int, ...] = ()
     suffix_ids: tuple[int, ...] = ()
     lowercase: bool = False
+    # NLLB: every added token (language codes, </s>, <mask>, ...) -> id; the reference's fast
+    # tokenizer matches these as whole tokens inside words before sentencepiece runs.
+    added_tokens: dict[str, int] = field(default_factory=dict)
+    # NLLB: "strip" (current tokenizer.json converters strip trailing whitespace) or "keep"
+    # (older ones keep it as a "▁" piece); see tokenization_nllb.py.
+    whitespace: str = "strip"
 
     KINDS = ("sentencepiece-nllb", "hf-tokenizers")
 
     def __post_init__(self) -> None:
         if self.kind not in self.KINDS:
             raise BundleError(f"unknown tokenizer kind {self.kind!r}; known: {', '.join(self.KINDS)}")
+        if self.whitespace not in ("strip", "keep"):
+            raise BundleError(f"tokenizer whitespace {self.whitespace!r} is not 'strip' or 'keep'")
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)

@@ -120,13 +120,11 @@ class NllbWordTokenizer:
 
     @classmethod
     def from_spec(cls, path: Path, spec: TokenizerSpec, num_threads: int | None = None) -> "NllbWordTokenizer":
-        # TODO(bundle): `added_tokens` and `whitespace` are proposed TokenizerSpec fields; until
-        # bundle.py has them, language codes + </s> <pad> <unk> and "strip" are assumed.
-        added = getattr(spec, "added_tokens", None) or {"</s>": spec.eos_id, "<pad>": spec.pad_id,
-                                                         "<unk>": spec.unk_id}
+        # bundles always list their added tokens; the fallback only serves hand-written specs
+        added = spec.added_tokens or {"</s>": spec.eos_id, "<pad>": spec.pad_id, "<unk>": spec.unk_id}
         return cls(path, lang_code_ids=spec.lang_code_ids, unk_id=spec.unk_id, eos_id=spec.eos_id,
                    piece_offset=spec.piece_offset, added_tokens=added,
-                   whitespace=getattr(spec, "whitespace", "strip"), lowercase=spec.lowercase,
+                   whitespace=spec.whitespace, lowercase=spec.lowercase,
                    num_threads=num_threads)
 
     @property

@@ -84,7 +84,7 @@ def run_export(options: ExportOptions) -> Manifest:
 def _build(options, loaded, layer, num_layers, defaults, adapter, staging: Path) -> Manifest:
     from transalign.export.tokenizer_spec import spec_from_hf_tokenizer
 
-    ids, mask = validation.validation_batch(loaded.tokenizer, loaded.arch.name)
+    ids, mask = validation.validation_batch(loaded.tokenizer, loaded.arch.name, max_tokens(loaded.config))
     reference = validation.reference_hidden(loaded.encoder, ids, mask, layer)
     module = graph.truncated_encoder(loaded.encoder, loaded.arch, layer, num_layers)
     fp32_path = staging / MODEL_FILES["fp32"]

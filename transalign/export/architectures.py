@@ -69,12 +69,17 @@ _FAMILIES = (
     ("e5-small", "bert", E5),
     ("nllb", "m2m100", NLLB),
 )
-_DEFAULT_BY_ARCH = {"m2m100": NLLB, "bert": MBERT}
+# An unrecognised BERT-family model gets mBERT's settings but is not labelled mBERT.
+_DEFAULT_BY_ARCH = {"m2m100": NLLB, "bert": FamilyDefaults("bert", MBERT.layer, MBERT.threshold)}
 
 
 def family_defaults(arch: Architecture, model_id: str) -> FamilyDefaults:
-    """The reference layer/threshold for a model, recognised by its id; else the arch default."""
-    lowered = model_id.lower()
+    """The reference layer/threshold for a model, recognised by its id; else the arch default.
+
+    Only the last path component counts (``facebook/nllb-200-distilled-600M``,
+    ``/models/LaBSE``): a directory that merely sits under ``.../nllb/`` is not an NLLB.
+    """
+    lowered = model_id.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1].lower()
     for needle, arch_name, defaults in _FAMILIES:
         if needle in lowered and arch.name == arch_name:
             return defaults

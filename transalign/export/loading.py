@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +65,10 @@ def _load_m2m100(path: str, raw: dict):
         encoder = M2M100Encoder(config)
         _load_bare_encoder_weights(encoder, path)
     else:
-        model = M2M100Model.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
+        with _quiet_transformers():
+            model, info = M2M100Model.from_pretrained(path, dtype=torch.float32, attn_implementation="eager",
+                                                      output_loading_info=True)
+        _refuse_missing(path, [k for k in info["missing_keys"] if k.startswith("encoder.")])
         encoder = model.get_encoder()
         del model.decoder  # the decoder is never needed; free its memory early
     encoder.float()
@@ -94,9 +98,31 @@ def _load_bert(path: str):
     from transformers import AutoConfig, AutoModel
 
     config = AutoConfig.from_pretrained(path)
-    model = AutoModel.from_pretrained(path, dtype=torch.float32, attn_implementation="eager",
-                                      add_pooling_layer=False)
+    with _quiet_transformers():  # "pooler weights not used" is expected: the pooler is never run
+        model, info = AutoModel.from_pretrained(path, dtype=torch.float32, attn_implementation="eager",
+                                                add_pooling_layer=False, output_loading_info=True)
+    _refuse_missing(path, info["missing_keys"])
     return model, [("model", model)], config
+
+
+def _refuse_missing(path: str, missing: list[str]) -> None:
+    """Weights the checkpoint lacks would be random: never export that silently."""
+    if missing:
+        shown = ", ".join(sorted(missing)[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        raise ExportError(f"{path}: the checkpoint lacks {len(missing)} encoder weight(s) ({shown}); "
+                          "they would be randomly initialised. Is this the right checkpoint?")
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def _load_tokenizer(path: str, source: str):

@@ -16,10 +16,7 @@ import base64
 import json
 import re
 import shutil
-import unicodedata
-import warnings
 from collections import Counter
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -73,11 +70,8 @@ def spec_from_hf_tokenizer(tokenizer: Any, out_dir: str | Path) -> TokenizerSpec
     # on odd Unicode; the probe words are full of it, so it is checked on plain sentences only
     sentences = PROBE_SENTENCES if getattr(tokenizer, "is_fast", False) else PROBE_SENTENCES[:2]
     if _is_nllb(tokenizer):
-        spec, unexpressed = _nllb_spec(tokenizer, out_dir)
+        spec = _nllb_spec(tokenizer, out_dir)
         langs = tuple(lang for lang in PROBE_LANGS if lang in spec.lang_code_ids) or (next(iter(spec.lang_code_ids)),)
-        if unexpressed:  # TODO(bundle): goes away with TokenizerSpec.added_tokens
-            sentences = [[w for w in s if not any(t in unicodedata.normalize("NFKC", w) for t in unexpressed)]
-                         for s in sentences]
     else:
         spec = _hf_spec(tokenizer, out_dir)
         langs = (None,)
@@ -124,8 +118,8 @@ def _is_nllb(tokenizer: Any) -> bool:
     return any(cls.__name__ in ("NllbTokenizer", "NllbTokenizerFast") for cls in type(tokenizer).__mro__)
 
 
-def _nllb_spec(tokenizer: Any, out_dir: Path) -> tuple[TokenizerSpec, list[str]]:
-    """The spec, and the added tokens it cannot express (only while TokenizerSpec lacks fields)."""
+def _nllb_spec(tokenizer: Any, out_dir: Path) -> TokenizerSpec:
+    """The runtime spec of an NLLB tokenizer, its sentencepiece model copied into ``out_dir``."""
     import sentencepiece as spm
 
     from transalign.engine.tokenization_nllb import read_charsmap
@@ -154,22 +148,9 @@ def _nllb_spec(tokenizer: Any, out_dir: Path) -> tuple[TokenizerSpec, list[str]]
         raise ExportError(f"language codes without their own id: {', '.join(bad[:10])}")
     added = _nllb_added_tokens(tokenizer)
     whitespace = _nllb_whitespace(tokenizer, read_charsmap(target.read_bytes()))
-    extra = {"added_tokens": added, "whitespace": whitespace}
-    supported = {f.name for f in fields(TokenizerSpec)}
-    spec = TokenizerSpec(kind="sentencepiece-nllb", file=NLLB_MODEL_FILE, unk_id=int(unk_id), eos_id=int(eos_id),
+    return TokenizerSpec(kind="sentencepiece-nllb", file=NLLB_MODEL_FILE, unk_id=int(unk_id), eos_id=int(eos_id),
                          pad_id=int(pad_id), piece_offset=offset, lang_code_ids=lang_code_ids,
-                         **{k: v for k, v in extra.items() if k in supported})
-    if "whitespace" not in supported and whitespace != "strip":  # TODO(bundle): as below
-        raise ExportError(f"this NLLB tokenizer.json keeps trailing whitespace as a '▁' token (whitespace="
-                          f"{whitespace!r}) and TokenizerSpec has no 'whitespace' field to tell the runtime")
-    unexpressed = []
-    if "added_tokens" not in supported:  # TODO(bundle): drop once TokenizerSpec has these fields
-        known = {"</s>", "<pad>", "<unk>", *lang_code_ids}
-        unexpressed = [token for token in added if token not in known]
-        if unexpressed:
-            warnings.warn(f"TokenizerSpec has no 'added_tokens' field: input text containing {unexpressed} will "
-                          "not be tokenized like the reference", stacklevel=3)
-    return spec, unexpressed
+                         added_tokens={str(k): int(v) for k, v in added.items()}, whitespace=whitespace)
 
 
 def _piece_offset(tokenizer: Any, sp) -> int:

@@ -43,13 +43,22 @@ class Deviation:
         return asdict(self)
 
 
-def validation_batch(tokenizer, arch_name: str):
-    """Padded int64 (input_ids, attention_mask) from the fixed sentences."""
+def validation_batch(tokenizer, arch_name: str, limit: int | None = None):
+    """Padded int64 (input_ids, attention_mask) from the fixed sentences.
+
+    Rows longer than ``limit`` (the model's maximum positions) are cut to fit, keeping the final
+    special token, so models with short position tables can still be validated.
+    """
+    if limit is not None and limit < 3:
+        from transalign.export.errors import ExportError
+
+        raise ExportError(f"the model accepts only {limit} positions; at least 3 are needed to align anything")
     rows = []
     for text, lang in VALIDATION_SENTENCES:
         if arch_name == "m2m100":
             tokenizer.src_lang = lang  # NLLB: sequence starts with this language code
-        rows.append(tokenizer(text.split(), is_split_into_words=True)["input_ids"])
+        row = list(tokenizer(text.split(), is_split_into_words=True)["input_ids"])
+        rows.append(row if limit is None or len(row) <= limit else row[:limit - 1] + row[-1:])
     width = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id
     ids = np.full((len(rows), width), pad, dtype=np.int64)
