@@ -245,3 +245,24 @@ def test_cli_export(tmp_path, tiny_nllb, tiny_lora, capsys):
     assert "wrote bundle" in capsys.readouterr().out
     assert main(["export", str(tiny_nllb), "--layer", "9", "-o", str(tmp_path / "c")]) == 2
     assert "layer 9 is out of range" in capsys.readouterr().err
+
+
+def test_export_is_callable_from_the_package_after_submodule_imports(monkeypatch):
+    """`from transalign import export` must give something callable even once transalign.export.*
+    was imported (Python then binds the subpackage to that name)."""
+    import transalign.export.graph  # noqa: F401
+    from transalign import export
+    from transalign.export import api
+
+    monkeypatch.setattr(api, "export", lambda *args, **kwargs: ("called", args, kwargs))
+    assert export("model", "out", layer=3) == ("called", ("model", "out"), {"layer": 3})
+
+
+def test_nllb_int8_can_keep_the_last_ffn_projection_in_fp32(tiny_nllb, tmp_path):
+    """NLLB's default is all-int8; int8_fp32_blocks=1 keeps the last kept block's fc2 in fp32."""
+    manifest = export(str(tiny_nllb), tmp_path / "b", layer=2, precisions="int8", int8_fp32_blocks=1)
+    assert manifest.precisions["int8"]["fp32_nodes"] == ["/encoder/layers.1/fc2/MatMul"]
+    graph = onnx.load(str(tmp_path / "b" / "model.int8.onnx")).graph
+    weights = {t.name for t in graph.initializer}
+    float_matmuls = [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+    assert float_matmuls == ["/encoder/layers.1/fc2/MatMul"]

@@ -298,6 +298,22 @@ def test_int8_export(bundle, tiny_models, kind, layer):
     a, b = fp32[real], q8[real]
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cos.mean() > 0.99, f"int8 vs fp32 token cosine: min {cos.min():.4f} mean {cos.mean():.5f}"
+    # by default the FFN output projections of the last two blocks stay fp32 (plain MatMul on a float weight)
+    kept = manifest.precisions["int8"]["fp32_nodes"]
+    assert kept == [f"/encoder/encoder/layer.{L}/output/dense/MatMul" for L in (layer - 2, layer - 1)]
+    by_name = {n.name: n for n in graph.node}
+    weights = {t.name for t in graph.initializer}
+    for name in kept:
+        assert by_name[name].op_type == "MatMul" and by_name[name].input[1] in weights
+    assert sum(n.op_type == "MatMul" and n.input[1] in weights for n in graph.node) == 2
+
+
+def test_int8_fp32_blocks_zero_quantizes_every_projection(tmp_path, tiny_models):
+    manifest = export(str(tiny_models["bert"]), tmp_path / "b", layer=3, precisions="int8", int8_fp32_blocks=0)
+    assert manifest.precisions["int8"]["fp32_nodes"] == []
+    graph = onnx.load(str(tmp_path / "b" / "model.int8.onnx")).graph
+    weights = {t.name for t in graph.initializer}
+    assert not any(n.op_type == "MatMul" and n.input[1] in weights for n in graph.node)
 
 
 def test_int8_only_export(tmp_path, tiny_models, tiny_loras):

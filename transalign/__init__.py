@@ -12,13 +12,16 @@ __all__ = ["Aligner", "AlignResult", "export", "evaluate_alignments", "project_l
 _LAZY = {
     "Aligner": "transalign.engine.aligner",
     "AlignResult": "transalign.engine.aligner",
-    "export": "transalign.export.api",
     "evaluate_alignments": "transalign.evaluation",
     "project_labels": "transalign.projection",
 }
 
 
 def __getattr__(name: str):
+    if name == "export":  # the subpackage, callable as the export function
+        import importlib
+
+        return importlib.import_module("transalign.export")
     if name in _LAZY:
         import importlib
 

@@ -24,6 +24,9 @@ def register(sub) -> None:
                                                    "(default: the family's reference value, 0.001 for NLLB)")
     p.add_argument("--precision", default="fp32,int8",
                    help="comma-separated precisions: fp32, int8 (CPU), fp16 (CUDA); default fp32,int8")
+    p.add_argument("--int8-fp32-blocks", type=int, metavar="N",
+                   help="int8 only: keep the FFN output projection of the last N blocks in fp32 (accuracy for "
+                        "a little speed; default 2 for BERT-family models, 0 for NLLB)")
     p.add_argument("--force", action="store_true", help="replace an existing non-empty output directory")
     p.add_argument("--lora-extra-scale", type=float, default=1.0, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
@@ -33,7 +36,8 @@ def run(args) -> int:
     from transalign.export.api import export
 
     manifest = export(args.model, args.output, lora=args.lora, layer=args.layer, precisions=args.precision,
-                      force=args.force, threshold=args.threshold, lora_extra_scale=args.lora_extra_scale)
+                      force=args.force, threshold=args.threshold, lora_extra_scale=args.lora_extra_scale,
+                      int8_fp32_blocks=args.int8_fp32_blocks)
     summary = {p: info["validation"] for p, info in manifest.precisions.items()}
     print(f"wrote bundle {args.output}: {manifest.architecture}, layer {manifest.layer}/{manifest.num_layers}, "
           f"hidden {manifest.hidden_size}, threshold {manifest.default_threshold}")

@@ -27,6 +27,7 @@ class ExportOptions:
     force: bool = False
     opset: int = graph.DEFAULT_OPSET
     lora_extra_scale: float = 1.0  # benchmarks only; 1.0 is the exact adapter
+    int8_fp32_blocks: int | None = None  # None: the architecture's default (graph.ffn_out_nodes)
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.precisions if p not in PRECISIONS]
@@ -35,22 +36,26 @@ class ExportOptions:
                               f"choose from {', '.join(PRECISIONS)}")
         if self.threshold is not None and not 0.0 <= self.threshold < 1.0:
             raise ExportError(f"threshold {self.threshold} must be in [0, 1)")
+        if self.int8_fp32_blocks is not None and self.int8_fp32_blocks < 0:
+            raise ExportError(f"int8_fp32_blocks {self.int8_fp32_blocks} must be >= 0")
         if self.lora_extra_scale <= 0:
             raise ExportError(f"lora_extra_scale {self.lora_extra_scale} must be positive")
 
 
 def export(model: str, out: str | Path, lora: str | Path | None = None, layer: int | None = None,
            precisions=("fp32",), force: bool = False, threshold: float | None = None,
-           lora_extra_scale: float = 1.0) -> Manifest:
+           lora_extra_scale: float = 1.0, int8_fp32_blocks: int | None = None) -> Manifest:
     """Export ``model`` (local dir or hub id) to a bundle at ``out`` and return its manifest.
 
     Nothing is written unless the fp32 graph reproduces PyTorch's hidden_states[layer].
+    ``int8_fp32_blocks``: the int8 graph keeps the FFN output projection of this many final
+    blocks in fp32 (None: 2 for BERT-family encoders, where it was measured, 0 for NLLB).
     """
     if isinstance(precisions, str):
         precisions = tuple(p.strip() for p in precisions.split(",") if p.strip())
     options = ExportOptions(model=str(model), out=Path(out), lora=Path(lora) if lora else None, layer=layer,
                             threshold=threshold, precisions=tuple(dict.fromkeys(precisions)), force=force,
-                            lora_extra_scale=lora_extra_scale)
+                            lora_extra_scale=lora_extra_scale, int8_fp32_blocks=int8_fp32_blocks)
     return run_export(options)
 
 
@@ -95,12 +100,16 @@ def _build(options, loaded, layer, num_layers, defaults, adapter, staging: Path)
     problems = validation.fp32_problems(report["fp32"])
     if problems:
         raise ValidationError(problems)
-    report.update(_derived_precisions(options, fp32_path, staging, reference, ids, mask))
+    keep = graph.ffn_out_nodes(fp32_path, loaded.arch, layer, loaded.arch.int8_fp32_blocks
+                               if options.int8_fp32_blocks is None else options.int8_fp32_blocks)
+    report.update(_derived_precisions(options, fp32_path, staging, reference, ids, mask, keep))
     if "fp32" not in options.precisions:
         fp32_path.unlink()
     spec = spec_from_hf_tokenizer(loaded.tokenizer, staging)
     files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
     precisions = {p: {"file": MODEL_FILES[p], "validation": report[p].to_json()} for p in options.precisions}
+    if "int8" in precisions:
+        precisions["int8"]["fp32_nodes"] = keep
     return Manifest(
         architecture=loaded.arch.name, base_model=loaded.source, layer=layer, num_layers=num_layers,
         hidden_size=int(reference.shape[-1]),
@@ -111,11 +120,11 @@ def _build(options, loaded, layer, num_layers, defaults, adapter, staging: Path)
     )
 
 
-def _derived_precisions(options, fp32_path, staging, reference, ids, mask) -> dict:
+def _derived_precisions(options, fp32_path, staging, reference, ids, mask, keep_fp32) -> dict:
     report = {}
     if "int8" in options.precisions:
         path = staging / MODEL_FILES["int8"]
-        graph.quantize_int8(fp32_path, path)
+        graph.quantize_int8(fp32_path, path, keep_fp32)
         report["int8"] = validation.compare("int8", reference, validation.run_onnx(path, ids, mask), mask)
         log.info("int8 deviation: %s", report["int8"])
     if "fp16" in options.precisions:

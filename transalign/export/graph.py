@@ -139,13 +139,34 @@ def _with_inputs(model):
     return model
 
 
-def quantize_int8(fp32_path: Path, out_path: Path) -> None:
-    """ONNX Runtime dynamic quantization: int8 weights, activations quantized per batch (CPU)."""
+def ffn_out_nodes(fp32_path: Path, arch: Architecture, layer: int, blocks: int) -> list[str]:
+    """Names of the FFN output projections of the last ``blocks`` blocks kept in the graph.
+
+    Their input (after GELU/ReLU) has the largest outliers of the encoder; quantizing it per
+    tensor costs the most accuracy, so int8 can keep these few MatMuls in fp32.
+    """
+    import onnx
+
+    if blocks <= 0 or not arch.ffn_out_node:
+        return []
+    wanted = [arch.ffn_out_node.format(L=L) for L in range(max(0, layer - blocks), layer)]
+    names = [n.name for n in onnx.load(str(fp32_path), load_external_data=False).graph.node]
+    found = [name for name in names for suffix in wanted if name.endswith(suffix)]
+    if len(found) != len(wanted):
+        raise ExportError(f"could not find the FFN output MatMuls {wanted} in the exported graph (found {found}); "
+                          "export with int8_fp32_blocks=0")
+    return found
+
+
+def quantize_int8(fp32_path: Path, out_path: Path, keep_fp32: list[str] = ()) -> None:
+    """ONNX Runtime dynamic quantization: int8 weights (per output channel), activations
+    quantized per batch (CPU); ``keep_fp32`` names MatMul nodes left in float32."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with _quiet_root_logger():  # ORT logs a "consider pre-processing" advice on the root logger
         quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul", "Gemm"], use_external_data_format=True)
+                         op_types_to_quantize=["MatMul", "Gemm"], use_external_data_format=True,
+                         nodes_to_exclude=list(keep_fp32))
     _save(_load(out_path), out_path)
 
 
