@@ -21,8 +21,6 @@ numbers.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
 import shutil
 import sys
 import textwrap
@@ -48,23 +46,6 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
-@contextlib.contextmanager
-def quiet_export_libraries():
-    """Hide two harmless library messages: transformers' "weights not used" for the pooler
-    (never exported) and onnxruntime's root-logger advice to pre-process before quantizing."""
-    from transformers.utils import logging as hf_logging
-
-    root, hf_level = logging.getLogger(), hf_logging.get_verbosity()
-    root_level = root.level
-    hf_logging.set_verbosity_error()
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(hf_level)
-        root.setLevel(root_level)
-
-
 def ensure_bundle(bundle: Path, rebuild: bool) -> Path:
     """Reuse a complete bundle (both precisions), else convert the model if needed and export."""
     from transalign.engine.bundle import BundleError, read_manifest
@@ -84,8 +65,7 @@ def ensure_bundle(bundle: Path, rebuild: bool) -> Path:
     model = ensure_e5_small(MODELS)
     log(f"[1] model {model} ready ({time.perf_counter() - start:.1f} s)")
     start = time.perf_counter()
-    with quiet_export_libraries():
-        manifest = export(str(model), bundle, layer=LAYER, precisions=",".join(PRECISIONS), force=True)
+    manifest = export(str(model), bundle, layer=LAYER, precisions=",".join(PRECISIONS), force=True)
     checks = ", ".join(f"{p} max rel diff {v['validation']['max_rel_diff']:.2g} / min cosine "
                        f"{v['validation']['min_cosine']:.5f}" for p, v in manifest.precisions.items())
     log(f"[2] exported {bundle} at layer {manifest.layer} in {time.perf_counter() - start:.1f} s "
