@@ -9,6 +9,10 @@ A bundle is a directory readable from any language::
     model.fp16.onnx          optional, fp16 weights/activations (CUDA)
     sentencepiece.bpe.model  NLLB tokenizer (or tokenizer.json for BERT-family encoders)
 
+Each graph keeps its weights in ONNX external data beside it (``model.onnx.data``, ...), which
+ONNX Runtime memory-maps; ``files`` hashes those too, and a runtime checks only the files of the
+precision it loads (``files_of_precision``).
+
 This module only reads and checks bundles; it imports nothing beyond the standard library so
 the export stage can use the same definitions to write them.
 """
