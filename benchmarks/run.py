@@ -189,6 +189,19 @@ def make_variant(spec: dict):
 
 
 def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM).
+
+    Not ru_maxrss: on Linux a child started with fork+exec inherits the parent's peak at the fork
+    into ru_maxrss (exec saves the old mm's high-water mark), so after an in-process export
+    (8 GB) every worker would report 8 GB. VmHWM belongs to the process's own, post-exec memory.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024 / 1e6  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6  # Linux: KiB
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from reference import embed_words, load_reference_encoder, reference_links, reference_margin
 from transalign.engine.aligner import Aligner, AlignResult, TooLongError
-from transalign.engine.bundle import BundleError
+from transalign.engine.bundle import BundleError, read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 THRESHOLD = 0.001
@@ -251,3 +251,19 @@ def test_runtime_never_imports_torch(tiny_bundle):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1"
+
+
+def test_external_weights_are_hashed_per_precision(tmp_path, tiny_bundle):
+    """Weights live in model*.onnx.data; damage there is caught, for the precision being loaded only."""
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    data = bundle / "model.int8.onnx.data"
+    assert data.is_file() and "model.int8.onnx.data" in read_manifest(bundle).files
+    with open(data, "r+b") as handle:
+        handle.seek(64)
+        byte = handle.read(1)
+        handle.seek(64)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(BundleError, match=r"model\.int8\.onnx\.data fails its sha256 check"):
+        Aligner.load(bundle, precision="int8")
+    assert Aligner.load(bundle, precision="fp32").align(["a b"], ["c d"], "eng_Latn", "ces_Latn")
