@@ -492,9 +492,10 @@ def standin_tokenizer(model_dir: Path) -> dict:
 
 
 def bundle_sizes(bundle: Path) -> dict:
-    from transalign.engine.bundle import MODEL_FILES
+    from transalign.engine.bundle import MODEL_FILES, files_of_precision
 
-    return {p: (bundle / f).stat().st_size / 1e6 for p, f in MODEL_FILES.items() if (bundle / f).is_file()}
+    return {p: sum(f.stat().st_size for f in bundle.iterdir() if files_of_precision(f.name, p)) / 1e6
+            for p, name in MODEL_FILES.items() if (bundle / name).is_file()}  # graph + external weights
 
 
 if __name__ == "__main__":

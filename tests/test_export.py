@@ -266,3 +266,18 @@ def test_nllb_int8_can_keep_the_last_ffn_projection_in_fp32(tiny_nllb, tmp_path)
     weights = {t.name for t in graph.initializer}
     float_matmuls = [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights]
     assert float_matmuls == ["/encoder/layers.1/fc2/MatMul"]
+
+
+def test_bundle_files_are_shareable(tiny_nllb, tmp_path):
+    """onnx writes external weights owner-only; a bundle's files follow the umask like any other."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        export(str(tiny_nllb), tmp_path / "b", layer=1, precisions="fp32,int8")
+    finally:
+        os.umask(old)
+    modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in (tmp_path / "b").iterdir()}
+    assert "model.onnx.data" in modes and "model.int8.onnx.data" in modes
+    assert set(modes.values()) == {0o644}, modes

@@ -41,6 +41,7 @@ def staging_dir(out: Path) -> Path:
 
 def finish(staging: Path, out: Path, manifest: Manifest) -> None:
     """Write the manifest last, then swap the staging dir into place."""
+    _shareable(staging)
     text = json.dumps(manifest.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     (staging / MANIFEST_NAME).write_text(text, encoding="utf-8")
     old = None
@@ -50,6 +51,16 @@ def finish(staging: Path, out: Path, manifest: Manifest) -> None:
     os.replace(staging, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _shareable(staging: Path) -> None:
+    """Some writers (onnx's external data) create files readable by their owner only; a bundle
+    is meant to be shared, so every file gets the usual umask-based permissions."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for file in staging.iterdir():
+        if file.is_file():
+            os.chmod(file, 0o666 & ~umask)
 
 
 def discard(staging: Path) -> None:
