@@ -19,6 +19,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from transalign.engine.textio import read_sentences
+
 NLLB_600M = dict(
     vocab_size=256206,
     d_model=1024,
@@ -43,20 +45,6 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 BAM = SHARED / "reference" / "bam-sample"
 
 
-def conll_sentences(path: Path) -> list[list[str]]:
-    """First column of a conll file, sentences separated by blank lines."""
-    sentences, current = [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            current.append(line.split()[0])
-        elif current:
-            sentences.append(current)
-            current = []
-    if current:
-        sentences.append(current)
-    return sentences
-
-
 def random_encoder(seed: int = 0, std: float = 0.02):
     """M2M100Encoder of NLLB-600M shape, N(0, std) weights (std 0.02 keeps activations sane)."""
     import torch
@@ -76,7 +64,7 @@ def train_standin_tokenizer(out: Path, vocab_size: int = 4000) -> None:
     from transformers import NllbTokenizer, NllbTokenizerFast
 
     texts = [" ".join(s) for name in ("test-bam.txt", "test-translate-bam-en-preds.txt")
-             for s in conll_sentences(BAM / name)]
+             for s in read_sentences(BAM / name, "conll")]
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus.txt"
         corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")

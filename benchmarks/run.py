@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import peak, report
-from benchmarks.full_size import BAM, SHARED, build_checkpoint, conll_sentences
+from benchmarks.full_size import BAM, SHARED, build_checkpoint
+from transalign.engine.textio import read_sentences
 
 ROOT = Path(__file__).resolve().parent
 LORA = SHARED / "reference" / "transalign-lora-nllb-600m"
@@ -60,8 +61,8 @@ class Clock:
 
 
 def load_pairs(n: int | None = None) -> tuple[list[list[str]], list[list[str]]]:
-    src = conll_sentences(BAM / "test-bam.txt")
-    tgt = conll_sentences(BAM / "test-translate-bam-en-preds.txt")
+    src = read_sentences(BAM / "test-bam.txt", "conll")
+    tgt = read_sentences(BAM / "test-translate-bam-en-preds.txt", "conll")
     assert len(src) == len(tgt), (len(src), len(tgt))
     return src[:n], tgt[:n]
 

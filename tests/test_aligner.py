@@ -14,6 +14,7 @@ import pytest
 from reference import embed_words, load_reference_encoder, reference_links, reference_margin
 from transalign.engine.aligner import Aligner, AlignResult, TooLongError
 from transalign.engine.bundle import BundleError, read_manifest
+from transalign.engine.textio import read_sentences
 
 ROOT = Path(__file__).resolve().parents[1]
 THRESHOLD = 0.001
@@ -31,25 +32,14 @@ TRICKY = [
 ]
 
 
-def conll_words(path: Path, limit: int) -> list[list[str]]:
-    sentences, current = [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            current.append(line.split()[0])
-        elif current:
-            sentences.append(current)
-            current = []
-    return sentences[:limit]
-
-
 @pytest.fixture(scope="session")
 def parity_corpus(shared_dir):
     """A few hundred varied pairs: Czech-English gold, Bambara-English, and tricky input."""
     cs = (shared_dir / "gold/csen/src.txt").read_text(encoding="utf-8").splitlines()[:150]
     en = (shared_dir / "gold/csen/tgt.txt").read_text(encoding="utf-8").splitlines()[:150]
     bam_dir = shared_dir / "reference/bam-sample"
-    bam = conll_words(bam_dir / "test-bam.txt", 150)
-    bam_en = conll_words(bam_dir / "test-translate-bam-en-preds.txt", 150)
+    bam = read_sentences(bam_dir / "test-bam.txt", "conll")[:150]
+    bam_en = read_sentences(bam_dir / "test-translate-bam-en-preds.txt", "conll")[:150]
     pairs = [(s.split(), t.split(), "ces_Latn", "eng_Latn") for s, t in zip(cs, en)]
     pairs += [(s, t, "bam_Latn", "eng_Latn") for s, t in zip(bam, bam_en)]
     pairs += [(s.split(), t.split(), "eng_Latn", "ces_Latn") for s, t in TRICKY]

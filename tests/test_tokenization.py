@@ -19,6 +19,7 @@ import pytest
 
 from fixture_tokenizers import build_keep_whitespace_nllb, tiny_tokenizer_dir
 from transalign.engine.bundle import TokenizerSpec
+from transalign.engine.textio import read_sentences
 from transalign.engine.tokenization import load_tokenizer
 from transalign.engine.tokenization_nllb import SMALL_BATCH, NllbWordTokenizer
 
@@ -102,17 +103,6 @@ def _fuzz_sentences(seed: int, count: int) -> list[list[str]]:
     return [[word() for _ in range(rng.randint(0, 8))] for _ in range(count)]
 
 
-def _conll_words(path: Path) -> list[list[str]]:
-    sentences, current = [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            current.append(line.split()[0])
-        elif current:
-            sentences.append(current)
-            current = []
-    return sentences + ([current] if current else [])
-
-
 def _expected(tokenizer, sentences) -> list[tuple[list[int], list[int]]]:
     """What the reference gets: input_ids and word_ids() (None -> -1) per sentence."""
     enc = tokenizer([list(s) for s in sentences], is_split_into_words=True)
@@ -165,7 +155,7 @@ def real_sentences(shared_dir) -> dict[str, list[list[str]]]:
     return {
         "ces_Latn": [line.split() for line in (gold / "src.txt").read_text(encoding="utf-8").splitlines()],
         "eng_Latn": [line.split() for line in (gold / "tgt.txt").read_text(encoding="utf-8").splitlines()],
-        "bam_Latn": _conll_words(shared_dir / "reference" / "bam-sample" / "test-bam.txt"),
+        "bam_Latn": read_sentences(shared_dir / "reference" / "bam-sample" / "test-bam.txt", "conll"),
     }
 
 

@@ -86,17 +86,13 @@ def read_pairs(path: Path) -> list[tuple[str, list[str], list[str]]]:
     return pairs
 
 
-def conll_sentences(path: Path) -> list[list[str]]:
-    blocks = path.read_text(encoding="utf-8").split("\n\n")
-    return [[row.split()[0] for row in block.splitlines() if row.strip()] for block in blocks if block.strip()]
-
-
 def bam_pairs() -> list[tuple[str, list[str], list[str], frozenset]]:
     """(label, Bambara words, English words, the authors' links) for BAM_SAMPLE_IDS."""
     from transalign.alignment_io import iter_alignments
+    from transalign.engine.textio import read_sentences
 
-    bam = conll_sentences(BAM_SAMPLE / "test-bam.txt")
-    eng = conll_sentences(BAM_SAMPLE / "test-translate-bam-en-preds.txt")
+    bam = read_sentences(BAM_SAMPLE / "test-bam.txt", "conll")
+    eng = read_sentences(BAM_SAMPLE / "test-translate-bam-en-preds.txt", "conll")
     theirs = {int(line.id): line.links for line in iter_alignments(BAM_SAMPLE / "bam-en-alignments.txt")}
     return [(f"bam-en #{k}", bam[k], eng[k], theirs.get(k, frozenset())) for k in BAM_SAMPLE_IDS]
 
