@@ -100,8 +100,10 @@ def _build(options, loaded, layer, num_layers, defaults, adapter, staging: Path)
     problems = validation.fp32_problems(report["fp32"])
     if problems:
         raise ValidationError(problems)
-    keep = graph.ffn_out_nodes(fp32_path, loaded.arch, layer, loaded.arch.int8_fp32_blocks
-                               if options.int8_fp32_blocks is None else options.int8_fp32_blocks)
+    keep = []
+    if "int8" in options.precisions:
+        blocks = loaded.arch.int8_fp32_blocks if options.int8_fp32_blocks is None else options.int8_fp32_blocks
+        keep = graph.ffn_out_nodes(fp32_path, loaded.arch, layer, blocks)
     report.update(_derived_precisions(options, fp32_path, staging, reference, ids, mask, keep))
     if "fp32" not in options.precisions:
         fp32_path.unlink()

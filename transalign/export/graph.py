@@ -98,14 +98,9 @@ def export_fp32(module, sample_ids, sample_mask, path: Path, opset: int = DEFAUL
         torch.onnx.export(module, (sample_ids, sample_mask), str(path), input_names=INPUT_NAMES,
                           output_names=[OUTPUT_NAME], dynamic_axes=dynamic, opset_version=opset,
                           do_constant_folding=True, dynamo=False)
-    model = _with_inputs(_load(path))
-    _save(model, path)
-
-
-def _load(path: Path):
     import onnx
 
-    return onnx.load(str(path))
+    _save(_with_inputs(onnx.load(str(path))), path)
 
 
 def _save(model, path: Path) -> None:
@@ -167,7 +162,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, keep_fp32: list[str] = ()) ->
         quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8, per_channel=True,
                          op_types_to_quantize=["MatMul", "Gemm"], use_external_data_format=True,
                          nodes_to_exclude=list(keep_fp32))
-    _save(_load(out_path), out_path)
+    # ORT already writes the weights to ``<file>.data`` beside the graph, the layout _save makes
 
 
 @contextlib.contextmanager

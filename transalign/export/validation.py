@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from transalign.export.errors import ExportError
+
 # (text, NLLB language code); BERT-family tokenizers ignore the code.
 VALIDATION_SENTENCES = (
     ("The committee approved the new budget on Tuesday after a long debate .", "eng_Latn"),
@@ -50,8 +52,6 @@ def validation_batch(tokenizer, arch_name: str, limit: int | None = None):
     special token, so models with short position tables can still be validated.
     """
     if limit is not None and limit < 3:
-        from transalign.export.errors import ExportError
-
         raise ExportError(f"the model accepts only {limit} positions; at least 3 are needed to align anything")
     rows = []
     for text, lang in VALIDATION_SENTENCES:
