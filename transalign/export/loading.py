@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from transalign.export.architectures import Architecture, architecture_for
 from transalign.export.errors import ExportError
+from transalign.export.quiet import quiet_logger
 
 
 @dataclass
@@ -65,7 +65,7 @@ def _load_m2m100(path: str, raw: dict):
         encoder = M2M100Encoder(config)
         _load_bare_encoder_weights(encoder, path)
     else:
-        with _quiet_transformers():
+        with quiet_logger("transformers"):
             model, info = M2M100Model.from_pretrained(path, dtype=torch.float32, attn_implementation="eager",
                                                       output_loading_info=True)
         _refuse_missing(path, [k for k in info["missing_keys"] if k.startswith("encoder.")])
@@ -98,7 +98,7 @@ def _load_bert(path: str):
     from transformers import AutoConfig, AutoModel
 
     config = AutoConfig.from_pretrained(path)
-    with _quiet_transformers():  # "pooler weights not used" is expected: the pooler is never run
+    with quiet_logger("transformers"):  # "pooler weights not used" is expected: the pooler is never run
         model, info = AutoModel.from_pretrained(path, dtype=torch.float32, attn_implementation="eager",
                                                 add_pooling_layer=False, output_loading_info=True)
     _refuse_missing(path, info["missing_keys"])
@@ -111,18 +111,6 @@ def _refuse_missing(path: str, missing: list[str]) -> None:
         shown = ", ".join(sorted(missing)[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
         raise ExportError(f"{path}: the checkpoint lacks {len(missing)} encoder weight(s) ({shown}); "
                           "they would be randomly initialised. Is this the right checkpoint?")
-
-
-@contextlib.contextmanager
-def _quiet_transformers():
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
 
 
 def _load_tokenizer(path: str, source: str):
