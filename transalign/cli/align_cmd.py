@@ -30,7 +30,7 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", help="output file (written atomically; default: stdout)")
     p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--precision", choices=("fp32", "int8", "fp16"), default="fp32")
-    p.add_argument("--batch-tokens", type=int, help="padded tokens per encoder batch (default 4096 CPU, 32768 CUDA)")
+    p.add_argument("--batch-tokens", type=int, help="padded tokens per encoder batch (default 2048 CPU, 32768 CUDA)")
     p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     p.add_argument("--skip-long", action="store_true",
                    help="give pairs with a sentence longer than the model's maximum an empty line instead of "
