@@ -154,14 +154,14 @@ def ffn_out_nodes(fp32_path: Path, arch: Architecture, layer: int, blocks: int) 
 
 def quantize_int8(fp32_path: Path, out_path: Path, keep_fp32: list[str] = ()) -> None:
     """ONNX Runtime dynamic quantization: int8 weights (per output channel), activations
-    quantized per batch (CPU); ``keep_fp32`` names MatMul nodes left in float32."""
+    quantized per batch (CPU); ``keep_fp32`` names MatMul nodes left in float32. ORT writes the
+    weights to ``<file>.data`` beside the graph itself, the layout `_save` makes, so no rewrite."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with quiet_logger():  # ORT logs a "consider pre-processing" advice on the root logger
         quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8, per_channel=True,
                          op_types_to_quantize=["MatMul", "Gemm"], use_external_data_format=True,
                          nodes_to_exclude=list(keep_fp32))
-    # ORT already writes the weights to ``<file>.data`` beside the graph, the layout _save makes
 
 
 def convert_fp16(fp32_path: Path, out_path: Path) -> None:
