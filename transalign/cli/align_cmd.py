@@ -6,6 +6,8 @@ import contextlib
 import sys
 import warnings
 
+from transalign.engine.defaults import DEFAULT_BATCH_TOKENS
+
 PROGRESS_MIN_PAIRS = 1000
 
 
@@ -30,7 +32,8 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", help="output file (written atomically; default: stdout)")
     p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--precision", choices=("fp32", "int8", "fp16"), default="fp32")
-    p.add_argument("--batch-tokens", type=int, help="padded tokens per encoder batch (default 2048 CPU, 32768 CUDA)")
+    p.add_argument("--batch-tokens", type=int, help="padded tokens per encoder batch (default "
+                   f"{DEFAULT_BATCH_TOKENS['cpu']} CPU, {DEFAULT_BATCH_TOKENS['cuda']} CUDA)")
     p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     p.add_argument("--skip-long", action="store_true",
                    help="give pairs with a sentence longer than the model's maximum an empty line instead of "
