@@ -246,6 +246,12 @@ def render(results: dict) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def save(results: dict, path: Path) -> None:
+    """The one on-disk format of a results document (written by the run, rewritten by ``main``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+
+
 def update_readme(results: dict, readme: Path = README) -> None:
     text = readme.read_text(encoding="utf-8")
     if BEGIN not in text or END not in text:
@@ -274,7 +280,7 @@ def main() -> None:
         print(render(results))
     else:
         # The derived numbers in the file are rewritten too, so the JSON and the tables never disagree.
-        path.write_text(json.dumps(results, indent=1) + "\n")
+        save(results, path)
         update_readme(results)
         print(f"updated {path} and {README}")
 

@@ -393,8 +393,7 @@ def main(argv=None) -> None:
     profiles = {} if args.no_profile else profile_engines(args, paths, raw)
     results = assemble(args, paths, n, raw, peaks_before, peaks_after, profiles, loadavg_start)
     out = args.out or ROOT / "results" / results["results_file"].split("/")[-1]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    report.save(results, out)
     print(report.render(results))
     print(f"results: {out}", file=sys.stderr)
     if args.readme == "yes" or (args.readme == "auto" and not results["settings"]["subset"]):
