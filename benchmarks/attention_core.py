@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 
+from benchmarks.peak import open_session
+
 HEADS, HEAD_SIZE = 16, 64  # NLLB-200-distilled-600M
 HIDDEN = HEADS * HEAD_SIZE
 
@@ -58,7 +60,6 @@ def fused_nodes():
 
 
 def session(nodes_and_consts, threads: int):
-    import onnxruntime as ort
     from onnx import TensorProto as T, helper as h
 
     nodes, consts = nodes_and_consts
@@ -66,9 +67,7 @@ def session(nodes_and_consts, threads: int):
     inputs.append(h.make_tensor_value_info("mask", T.INT64, ["B", "L"]))
     graph = h.make_graph(nodes, "attention_core", inputs, [h.make_tensor_value_info("out", T.FLOAT, None)], consts)
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17), h.make_opsetid("com.microsoft", 1)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return open_session(model.SerializeToString(), threads)
 
 
 def feeds(batch: int, length: int) -> dict:

@@ -87,6 +87,24 @@ def gemm_graph(rows: int, k: int, n: int, precision: str, seed: int = 0):
     return model
 
 
+def open_session(model, threads: int, provider: str = "cpu", profile_prefix: str | None = None):
+    """An ONNX Runtime session set up as every benchmark measures: full graph optimisation,
+    ``threads`` intra-op threads and no inter-op parallelism, CUDA with CPU fallback when asked.
+    ``model`` is a path or a serialized ModelProto; ``profile_prefix`` turns the profiler on."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if provider == "cuda" else ["CPUExecutionProvider"]
+    return ort.InferenceSession(model, options, providers=providers)
+
+
 def time_gemm(rows: int, k: int, n: int, precision: str, threads: int, provider: str = "cpu",
               min_seconds: float = 1.0) -> dict:
     """Best-of-runs seconds of one GEMM graph and its rate in GFLOP/s (GOP/s for int8).
@@ -96,14 +114,7 @@ def time_gemm(rows: int, k: int, n: int, precision: str, threads: int, provider:
     """
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if provider == "cuda" else ["CPUExecutionProvider"]
-    session = ort.InferenceSession(gemm_graph(rows, k, n, precision).SerializeToString(), options,
-                                   providers=providers)
+    session = open_session(gemm_graph(rows, k, n, precision).SerializeToString(), threads, provider)
     a = np.random.default_rng(1).standard_normal((rows, k), dtype=np.float32)
     if precision == "fp16":
         a = a.astype(np.float16)
@@ -173,19 +184,8 @@ def profile_model(model_path: str, batch: int, length: int, threads: int, provid
     import glob
     import tempfile
 
-    import onnxruntime as ort
-
     with tempfile.TemporaryDirectory() as tmp:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        options.enable_profiling = True
-        options.profile_file_prefix = os.path.join(tmp, "profile")
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if provider == "cuda" \
-            else ["CPUExecutionProvider"]
-        session = ort.InferenceSession(model_path, options, providers=providers)
+        session = open_session(model_path, threads, provider, profile_prefix=os.path.join(tmp, "profile"))
         rng = np.random.default_rng(0)
         feed = {"input_ids": rng.integers(4, vocab, size=(batch, length)).astype(np.int64),
                 "attention_mask": np.ones((batch, length), dtype=np.int64)}

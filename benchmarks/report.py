@@ -149,11 +149,12 @@ def targets(variants: dict, provider: str, peaks: dict, profiles: dict) -> list[
                  0.85, why=encoder_note(name))
     if fast in variants and torch_name in variants:
         t = variants[torch_name]
-        goal(f"{fast} vs {torch_name} (pairs/s ratio)", fast, variants[fast]["pairs_per_s"] / t["pairs_per_s"], 1.3,
+        ratio = variants[fast]["pairs_per_s"] / t["pairs_per_s"]
+        goal(f"{fast} vs {torch_name} (pairs/s ratio)", fast, ratio, 1.3,
              unit="x", why=f"{torch_name} encoder at {_f(t['encoder_gflops'], 0)} useful GFLOP/s "
                            f"({_f(t['peak_fraction'], pct=True)} of peak); " + encoder_note(fast)
                            + needed(fast, t["seconds"] * variants[fast]["pairs"] / t["pairs"] / 1.3)
-                           + ceiling(fast, variants[fast]["pairs_per_s"] / t["pairs_per_s"]))
+                           + ceiling(fast, ratio))
     for name in ("engine-fp32", fast):
         if name in variants:
             v = variants[name]
