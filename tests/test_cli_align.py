@@ -72,7 +72,7 @@ def test_invalid_utf8_names_the_line(tmp_path, tiny_bundle, capsys):
     tgt = write(tmp_path / "tgt.txt", "x\ny\n")
     assert main(["align", str(tiny_bundle), "--src", str(src), "--tgt", str(tgt), "--src-lang", "eng_Latn",
                  "--tgt-lang", "ces_Latn", "-o", str(tmp_path / "out.txt")]) == 2
-    assert "src.txt, line 2: invalid UTF-8" in capsys.readouterr().err
+    assert "src.txt, line 2: not valid UTF-8" in capsys.readouterr().err
     assert not (tmp_path / "out.txt").exists()
 
 

@@ -122,7 +122,7 @@ def test_atomic_open_replaces_only_on_success(tmp_path):
     with atomic_open(path) as handle:
         handle.write("new\n")
     assert path.read_text() == "new\n" and len(list(tmp_path.iterdir())) == 1
-    with pytest.raises(OSError, match="cannot write .*missing.*out.txt"):
+    with pytest.raises(ValueError, match="cannot write .*missing.*out.txt"):
         with atomic_open(tmp_path / "missing" / "out.txt"):
             pass
 

@@ -42,16 +42,14 @@ dropped_complete_from + dropped_complete_to``; an entity without any link counts
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 
-from transalign.alignment_io import AlignmentLine, FormatError, atomic_open, iter_alignments, iter_lines
+from transalign.alignment_io import AlignmentLine, FormatError, atomic_open, iter_alignments
 
 __all__ = ["Entity", "ProjectionResult", "ProjectionStats", "extract_entities", "project_labels", "project_sentence"]
 
 Link = tuple[int, int]
-_COLUMNS = re.compile(r"[ \t]+")
 
 
 @dataclass(frozen=True)
@@ -192,30 +190,31 @@ def project_sentence(
 
 
 def _conll_sentences(path: str | os.PathLike, labelled: bool) -> Iterator[tuple[int, list[str], list[str]]]:
-    """Yield ``(first line number, tokens, labels)`` per sentence; labels only if ``labelled``."""
-    tokens: list[str] = []
-    labels: list[str] = []
-    first = 0
-    for lineno, text in iter_lines(path):
-        text = text.strip(" \t\r")
-        if not text:
-            if tokens:
-                yield first, tokens, labels
-                tokens, labels = [], []
-            continue
-        columns = _COLUMNS.split(text)
-        if labelled:
-            if len(columns) < 2:
-                raise FormatError(f"expected TOKEN ... LABEL (label in the last column), got {text!r}", path, lineno)
-            try:
-                _check_label(columns[-1])
-            except ValueError as exc:
-                raise FormatError(str(exc), path, lineno) from None
-            labels.append(columns[-1])
-        first = first if tokens else lineno
-        tokens.append(columns[0])
-    if tokens:
-        yield first, tokens, labels
+    """Yield ``(first line number, tokens, labels)`` per sentence; labels only if ``labelled``.
+
+    Read with the one CoNLL reader every command uses (`transalign.formats.text.iter_conll`)."""
+    from transalign.formats.text import InputError, iter_conll
+
+    try:
+        for first, rows in iter_conll(path):
+            labels = []
+            if labelled:
+                for offset, columns in enumerate(rows):
+                    labels.append(_label_of(columns, path, first + offset))
+            yield first, [columns[0] for columns in rows], labels
+    except InputError as exc:
+        raise FormatError(str(exc)) from None
+
+
+def _label_of(columns: list[str], path, lineno: int) -> str:
+    if len(columns) < 2:
+        raise FormatError(f"expected TOKEN ... LABEL (label in the last column), got {' '.join(columns)!r}", path,
+                          lineno)
+    try:
+        _check_label(columns[-1])
+    except ValueError as exc:
+        raise FormatError(str(exc), path, lineno) from None
+    return columns[-1]
 
 
 def _labelled_input(source) -> tuple[Iterator[tuple[int, list[str], list[str]]], str]:

@@ -129,6 +129,58 @@ class Manifest:
         return cls(**data)
 
 
+_INT, _NUM, _STR, _BOOL = "an integer", "a number", "a string", "true or false"
+_MANIFEST_TYPES = {
+    "architecture": _STR, "base_model": _STR, "layer": _INT, "num_layers": _INT, "hidden_size": _INT,
+    "default_threshold": _NUM, "max_positions": _INT, "tokenizer": "an object", "precisions": "an object",
+    "files": "an object", "opset": _INT, "tools": "an object",
+}
+_TOKENIZER_TYPES = {"kind": _STR, "file": _STR, "unk_id": _INT, "eos_id": _INT, "pad_id": _INT,
+                    "piece_offset": _INT, "lowercase": _BOOL, "whitespace": _STR}
+
+
+def _is(value: Any, kind: str) -> bool:
+    if kind == _INT:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == _NUM:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, {_STR: str, _BOOL: bool, "an object": dict}[kind])
+
+
+def check_manifest_types(data: dict[str, Any], path: Path) -> None:
+    """Raise BundleError naming the first field whose JSON type is wrong (before any use)."""
+    def bad(field_name: str, kind: str, value: Any) -> BundleError:
+        return BundleError(f"{path}: field {field_name!r} must be {kind}, got {json.dumps(value)[:60]}; "
+                           "the manifest is damaged or was edited, export the bundle again")
+
+    for name, kind in _MANIFEST_TYPES.items():
+        if name not in data:
+            raise BundleError(f"{path}: required field {name!r} is missing; export the bundle again")
+        if not _is(data[name], kind):
+            raise bad(name, kind, data[name])
+    for name, kind in _TOKENIZER_TYPES.items():
+        if name in data["tokenizer"] and not _is(data["tokenizer"][name], kind):
+            raise bad(f"tokenizer.{name}", kind, data["tokenizer"][name])
+    for name in ("lang_code_ids", "added_tokens"):
+        table = data["tokenizer"].get(name, {})
+        if not isinstance(table, dict) or not all(isinstance(k, str) and _is(v, _INT) for k, v in table.items()):
+            raise bad(f"tokenizer.{name}", "an object of string -> integer", table)
+    for name in ("prefix_ids", "suffix_ids"):
+        ids = data["tokenizer"].get(name, [])
+        if not isinstance(ids, list) or not all(_is(v, _INT) for v in ids):
+            raise bad(f"tokenizer.{name}", "a list of integers", ids)
+    for name, entry in data["precisions"].items():
+        if name not in PRECISIONS or not isinstance(entry, dict) or entry.get("file") != MODEL_FILES[name]:
+            expected = f"{MODEL_FILES[name]!r}" if name in MODEL_FILES else f"one of {', '.join(PRECISIONS)}"
+            raise bad(f"precisions.{name}", f"an object with file {expected}", entry)
+    for name, digest in data["files"].items():
+        if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+            raise bad(f"files.{name}", "a sha256 hex digest", digest)
+    for name in ("lora", "family"):
+        if data.get(name) is not None and not _is(data[name], "an object" if name == "lora" else _STR):
+            raise bad(name, "an object or null" if name == "lora" else "a string or null", data[name])
+
+
 def files_of_precision(name: str, precision: str) -> bool:
     """True for a precision's graph and its external weights (``model.onnx``, ``model.onnx.data``)."""
     model = MODEL_FILES[precision]
@@ -162,6 +214,7 @@ def read_manifest(bundle: str | Path, verify_hashes: bool = True, precision: str
     if version != FORMAT_VERSION:
         raise BundleError(f"{path}: bundle format version {version!r} is not supported by this transalign "
                           f"(supports {FORMAT_VERSION}); re-export the model with this version")
+    check_manifest_types(data, path)
     try:
         manifest = Manifest.from_json(data)
     except (TypeError, KeyError) as exc:
@@ -170,7 +223,47 @@ def read_manifest(bundle: str | Path, verify_hashes: bool = True, precision: str
     return manifest
 
 
+def bundle_file(root: Path, name: object, what: str) -> Path:
+    """``root / name`` for a plain file name that stays inside the bundle, else BundleError.
+
+    A manifest is data from disk: a name with a directory part, ``..``, an absolute path or a
+    symlink pointing out of the bundle would let it read (or probe) files elsewhere.
+    """
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
+            or "\0" in name:
+        raise BundleError(f"{root / MANIFEST_NAME}: {what} {name!r} is not a plain file name inside the bundle "
+                          "(no directories, '..' or absolute paths); the manifest is damaged or was edited")
+    path = root / name
+    if path.is_symlink() and path.resolve().parent != root.resolve():
+        raise BundleError(f"bundle file {path} is a symlink that leaves the bundle ({path.resolve()}); "
+                          "copy the file into the bundle instead")
+    return path
+
+
+def required_files(manifest: Manifest, precision: str | None) -> list[str]:
+    """The files a runtime opens for ``precision`` (every precision when None)."""
+    names = [manifest.tokenizer.file]
+    for name in PRECISIONS if precision is None else (precision,):
+        if name in manifest.precisions:
+            names.append(manifest.precisions[name]["file"])
+    return names
+
+
 def _check_files(root: Path, manifest: Manifest, verify_hashes: bool, precision: str | None) -> None:
+    path = root / MANIFEST_NAME
+    if not manifest.files:
+        raise BundleError(f"{path}: the 'files' table is empty, so nothing in the bundle could be checked; "
+                          "export the bundle again")
+    for name in manifest.files:
+        bundle_file(root, name, "file")
+    needed = required_files(manifest, precision)
+    for name in needed:
+        file = bundle_file(root, name, "file")
+        data = file.with_name(file.name + ".data")
+        for must in (file, data) if data.exists() else (file,):
+            if must.name not in manifest.files:
+                raise BundleError(f"{path}: {must.name} is used by the runtime but not listed (with its sha256) in "
+                                  "'files'; the manifest is incomplete, export the bundle again")
     others = [p for p in PRECISIONS if p != precision] if precision else []
     for name, expected in manifest.files.items():
         file = root / name

@@ -57,7 +57,9 @@ def load_tokenizer(bundle_dir: str | Path, spec: TokenizerSpec, num_threads: int
     cores). For ``"hf-tokenizers"`` the ``tokenizers`` library sizes its own thread pool
     (environment variable ``RAYON_NUM_THREADS``).
     """
-    path = Path(bundle_dir) / spec.file
+    from transalign.engine.bundle import bundle_file
+
+    path = bundle_file(Path(bundle_dir), spec.file, "tokenizer file")
     if not path.is_file():
         raise BundleError(f"tokenizer file {path} is missing; export the bundle again")
     if spec.kind == "sentencepiece-nllb":
