@@ -12,7 +12,7 @@ TORCH_INDEX ?=
 STAMP := $(VENV)/.transalign-installed
 PY = $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 
-.PHONY: demo test bench install
+.PHONY: demo test bench install c
 
 demo: $(STAMP)
 	$(BIN)/python -m tools.demo
@@ -22,6 +22,10 @@ test:
 
 bench:
 	$(PY) -m benchmarks.run
+
+# libtransalign, the C library (README.md "C library"), into build/c/
+c:
+	$(MAKE) -C c BUILD=$(CURDIR)/build/c PYTHON=$(if $(wildcard $(BIN)/python),$(abspath $(BIN)/python),$(PYTHON))
 
 install: $(STAMP)
 

@@ -24,14 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import socket
 import statistics
 import time
-from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 
 import numpy as np
+
+# the results file's machine description, shared with `transalign bench`
+from transalign.bench.machine import machine_info  # noqa: F401
 
 D_MODEL, FFN, LAYERS = 1024, 4096, 12
 
@@ -206,28 +205,6 @@ def profile_model(model_path: str, batch: int, length: int, threads: int, provid
     return {"batch": batch, "length": length, "run_s": run_s, "gflops": flops / run_s / 1e9,
             "gemm_s": gemm_s, "gemm_gflops": flops / gemm_s / 1e9 if gemm_s else None,
             "ops_s": dict(sorted(per_op.items(), key=lambda kv: -kv[1]))}
-
-
-def machine_info() -> dict:
-    """CPU model and SIMD flags, cores, RAM, host and the versions of the libraries that time."""
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    field = lambda key: next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()  # noqa: E731
-                              if line.startswith(key)), "")
-    flags = set(field("flags").split())
-    meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else "MemTotal: 0 kB"
-    ram_kb = int(next(line.split()[1] for line in meminfo.splitlines() if line.startswith("MemTotal")))
-    versions = {}
-    for package in ("numpy", "onnxruntime", "onnxruntime-gpu", "numba", "torch", "transformers", "peft", "onnx",
-                    "sentencepiece", "tokenizers"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            pass
-    return {"host": socket.gethostname(), "cpu": field("model name") or platform.processor(),
-            "cpus_logical": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)), "ram_gb": ram_kb / 1e6,
-            "simd": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8"}),
-            "platform": platform.platform(), "python": platform.python_version(), "versions": versions}
-
 
 
 def main() -> None:

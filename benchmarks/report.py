@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.peak import GEMM_OPS, useful_flops
+from transalign.bench.stats import percentiles
 
 HERE = Path(__file__).resolve().parent
 README = HERE / "README.md"
@@ -46,8 +47,7 @@ def _variant(name: str, raw: dict, precision: str, peaks: dict, n_src_words: int
         "load_s": raw["load"]["load_s"], "warmup_s": raw["warmup_s"], "peak_rss_mb": raw["exit"]["peak_rss_mb"],
         "rss_after_load_mb": raw["load"]["rss_after_load_mb"], "torch_imported": raw["exit"]["torch_imported"],
         "latency_ms": {bucket: {"pair_tokens_mean": lat["pair_tokens_mean"], "samples": len(lat["samples_s"]),
-                                "p50": 1e3 * float(np.percentile(lat["samples_s"], 50)),
-                                "p99": 1e3 * float(np.percentile(lat["samples_s"], 99))}
+                                **{k: 1e3 * v for k, v in percentiles(lat["samples_s"], (50, 99)).items()}}
                        for bucket, lat in raw["latency"].items()},
         "links_per_src_word": raw["link_count"] / n_src_words,
     }

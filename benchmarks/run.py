@@ -22,7 +22,6 @@ import argparse
 import io
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -34,6 +33,9 @@ import numpy as np
 
 from benchmarks import peak, report
 from benchmarks.full_size import BAM, SHARED, build_checkpoint
+from transalign.bench.measure import measure_run
+from transalign.bench.stats import agreement, parse_links, peak_rss_mb
+from transalign.bench.stats import nearest_to_quantile as latency_pairs
 from transalign.engine.textio import read_sentences
 
 ROOT = Path(__file__).resolve().parent
@@ -126,18 +128,12 @@ class EngineVariant:
         self.batch_tokens = spec["batch_tokens"]
 
     def run(self, src, tgt, first_id: int) -> dict:
-        start = time.perf_counter()
-        results = self.aligner.align(src, tgt, SRC_LANG, TGT_LANG, batch_tokens=self.batch_tokens)
-        clock = time.perf_counter()
-        out = io.StringIO()
-        for k, result in enumerate(results):
-            out.write(f"{first_id + k}\t{result.pharaoh()}\n")
-        end = time.perf_counter()
-        stats = self.aligner.stats
+        run = measure_run(self.aligner, src, tgt, SRC_LANG, TGT_LANG, batch_tokens=self.batch_tokens,
+                          first_id=first_id)  # the same timed pass as `transalign bench`
         tok = self.aligner.tokenizer
         lengths = [len(ids) for ids, _ in tok.encode_batch(src, SRC_LANG) + tok.encode_batch(tgt, TGT_LANG)]
-        return {"e2e": end - start, "seconds": {**stats.seconds, "output": end - clock}, "text": out.getvalue(),
-                "lengths": lengths, "padded_tokens": stats.padded_tokens}
+        return {"e2e": run["e2e"], "seconds": run["seconds"], "text": run["text"], "lengths": lengths,
+                "padded_tokens": run["padded_tokens"]}
 
 
 class ReferenceVariant:
@@ -187,23 +183,6 @@ class TorchVariant:
 def make_variant(spec: dict):
     kind = spec["variant"].split("-")[0]
     return {"reference": ReferenceVariant, "engine": EngineVariant, "torch": TorchVariant}[kind](spec)
-
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS (VmHWM).
-
-    Not ru_maxrss: on Linux a child started with fork+exec inherits the parent's peak at the fork
-    into ru_maxrss (exec saves the old mm's high-water mark), so after an in-process export
-    (8 GB) every worker would report 8 GB. VmHWM belongs to the process's own, post-exec memory.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024 / 1e6  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6  # Linux: KiB
 
 
 def worker_main(spec: dict) -> None:
@@ -263,28 +242,6 @@ class Worker:
 
 
 # ---------------------------------------------------------------- the run
-
-def parse_links(text: str) -> list[frozenset]:
-    out = []
-    for line in text.splitlines():
-        _, _, links = line.partition("\t")
-        out.append(frozenset(tuple(map(int, link.split("-"))) for link in links.split()))
-    return out
-
-
-def agreement(candidate: list[frozenset], reference: list[frozenset]) -> dict:
-    both = sum(len(c & r) for c, r in zip(candidate, reference))
-    n_c, n_r = sum(map(len, candidate)), sum(map(len, reference))
-    p, r = (both / n_c if n_c else 1.0), (both / n_r if n_r else 1.0)
-    return {"identical_pairs": sum(c == r for c, r in zip(candidate, reference)) / len(reference),
-            "precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
-
-
-def latency_pairs(lengths: np.ndarray, quantile: float, k: int) -> list[int]:
-    """The k pairs whose total token count is nearest the given quantile."""
-    target = np.quantile(lengths, quantile)
-    return sorted(np.argsort(np.abs(lengths - target), kind="stable")[:k].tolist())
-
 
 def round_blocks(n: int, rounds: int) -> list[tuple[int, int]]:
     """The reference's share of each round: ``rounds`` blocks cut at multiples of 100."""

@@ -51,3 +51,13 @@ def _export_sources() -> str:
     """The export code's text, so a cached bundle is rebuilt whenever the exporter changes."""
     files = sorted((ROOT / "transalign" / "export").glob("*.py")) + [ROOT / "transalign" / "engine" / "bundle.py"]
     return "".join(p.read_text() for p in files)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print what the tests measured (tests/measurements.py), even without -s."""
+    from measurements import LINES
+
+    if LINES:
+        terminalreporter.section("transalign measurements")
+        for line in LINES:
+            terminalreporter.write_line(line)

@@ -129,3 +129,90 @@ def pair_inputs(hidden, src_offsets, src_lengths, tgt_offsets, tgt_lengths, src_
     """(x, y, src words, tgt words) of pair p of a packed batch."""
     s0, n, t0, m = int(src_offsets[p]), int(src_lengths[p]), int(tgt_offsets[p]), int(tgt_lengths[p])
     return hidden[s0:s0 + n], hidden[t0:t0 + m], src_word_ids[s0:s0 + n], tgt_word_ids[t0:t0 + m]
+
+
+# ---- the other extraction methods (transalign.kernels.methods), restated literally ----
+# SimAlign's formulas (cisnlp/simalign, SentenceAligner.get_alignment_matrix / iter_max) on
+# the float64 scores of the float32 inputs; with inputs whose products and sums are exact in
+# float32 (small integers or dyadic fractions) the kernels must match these exactly.
+
+def naive_pool(x, word_ids):
+    """(distinct word ids ascending, float32 mean vector of each word's rows)."""
+    x64 = np.asarray(x, dtype=np.float32).astype(np.float64)
+    word_ids = np.asarray(word_ids)
+    words = sorted(set(int(w) for w in word_ids))
+    pooled = np.stack([x64[word_ids == w].mean(axis=0) for w in words]).astype(np.float32)
+    return words, pooled
+
+
+def naive_argmax_onehots(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SimAlign's forward = eye(m)[S.argmax(1)], backward = eye(n)[S.argmax(0)].T, both n x m;
+    a row (column) containing a NaN gets no one (transalign's rule for NaN)."""
+    n, m = s.shape
+    forward = np.eye(m)[s.argmax(axis=1)]
+    forward[np.isnan(s).any(axis=1)] = 0.0
+    backward = np.eye(n)[s.argmax(axis=0)].T.copy()
+    backward[:, np.isnan(s).any(axis=0)] = 0.0
+    return forward, backward
+
+
+def naive_argmax(s: np.ndarray) -> np.ndarray:
+    forward, backward = naive_argmax_onehots(s)
+    return forward * backward > 0
+
+
+def naive_itermax(s: np.ndarray, max_count: int = 2, alpha_ratio: float = 0.9) -> np.ndarray:
+    """SimAlign's iter_max, line for line (distortion 0)."""
+    m, n = s.shape
+    forward, backward = naive_argmax_onehots(s)
+    inter = forward * backward
+    if min(m, n) <= 2:
+        return inter > 0
+    count = 1
+    while count < max_count:
+        mask_x = 1.0 - np.tile(inter.sum(1)[:, np.newaxis], (1, n)).clip(0.0, 1.0)
+        mask_y = 1.0 - np.tile(inter.sum(0)[np.newaxis, :], (m, 1)).clip(0.0, 1.0)
+        mask = ((alpha_ratio * mask_x) + (alpha_ratio * mask_y)).clip(0.0, 1.0)
+        mask_zeros = 1.0 - ((1.0 - mask_x) * (1.0 - mask_y))
+        if mask_x.sum() < 1.0 or mask_y.sum() < 1.0:
+            mask *= 0.0
+            mask_zeros *= 0.0
+        new_sim = s * mask
+        fwd, bac = naive_argmax_onehots(new_sim)
+        new_inter = fwd * mask_zeros * bac * mask_zeros
+        if np.array_equal(inter + new_inter, inter):
+            break
+        inter = inter + new_inter
+        count += 1
+    return inter > 0
+
+
+def naive_method_links(x, y, src_word_ids, tgt_word_ids, method: str, word_level: str = "any",
+                       t: float = 0.001) -> tuple[list[tuple[int, int]], list[float]]:
+    """(sorted word links, their scores) of one pair by `method` / `word_level`.
+
+    Score of a cell: min(F, B) for softmax, S for argmax / itermax; of a word link: the
+    largest score of the cells that make it."""
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.shape[0] == 0 or y.shape[0] == 0:
+        return [], []
+    if word_level == "mean":
+        rows, x = naive_pool(x, src_word_ids)
+        cols, y = naive_pool(y, tgt_word_ids)
+    else:
+        rows, cols = [int(w) for w in src_word_ids], [int(w) for w in tgt_word_ids]
+    s = naive_scores(x, y)
+    if method == "softmax":
+        forward, backward = naive_softmaxes(s)
+        cell_score = np.minimum(forward, backward)
+        linked = (forward > t) & (backward > t)
+    else:
+        cell_score = s
+        linked = naive_argmax(s) if method == "argmax" else naive_itermax(s)
+    best: dict[tuple[int, int], float] = {}
+    for i, j in zip(*np.nonzero(linked)):
+        key = (rows[i], cols[j])
+        best[key] = max(best.get(key, -np.inf), float(cell_score[i, j]))
+    links = sorted(best)
+    return links, [best[k] for k in links]

@@ -84,7 +84,8 @@ def test_failure_midway_keeps_no_partial_output(tmp_path, tiny_bundle, capsys):
     args = ["align", str(tiny_bundle), "--src", str(src), "--tgt", str(tgt), "--src-lang", "eng_Latn",
             "--tgt-lang", "ces_Latn", "-o", str(out)]
     assert main(args) == 2
-    assert "pair 3000: the source sentence has" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "src.txt, line 3001: sentence has" in err and "--skip-long" in err and "skip_long" not in err
     assert out.read_text() == "previous content\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt", "src.txt", "tgt.txt"]
     assert main(args + ["--skip-long"]) == 0

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from measurements import record
 from reference import reference_links
 
 pytestmark = pytest.mark.slow
@@ -117,15 +118,36 @@ def test_e5_small_on_csen_gold_matches_the_reference(e5_bundle, reference_links_
     fp32, int8 = _engine_links(e5_bundle, "fp32"), _engine_links(e5_bundle, "int8")
     rows = {"reference (PyTorch)": _scores(reference, gold), "engine fp32": _scores(fp32, gold),
             "engine int8": _scores(int8, gold)}
-    print(f"\nmultilingual-e5-small, layer {LAYER}, t={THRESHOLD}, csen gold (2501 pairs)")
+    record(f"multilingual-e5-small, layer {LAYER}, t={THRESHOLD}, csen gold (2501 pairs)")
     for name, row in rows.items():
-        print(f"  {name:20s} AER {row['AER']:.4f}  P {row['P']:.4f}  R {row['R']:.4f}  F1 {row['F1']:.4f}  "
-              f"links {row['links']}")
+        record(f"  {name:20s} AER {row['AER']:.4f}  P {row['P']:.4f}  R {row['R']:.4f}  F1 {row['F1']:.4f}  "
+               f"links {row['links']}")
     fp32_f1, fp32_same = _agreement(fp32, reference)
     int8_f1, int8_same = _agreement(int8, reference)
-    print(f"  agreement with the reference: fp32 link F1 {fp32_f1:.5f}, identical pairs {fp32_same:.2%}; "
+    record(f"  agreement with the reference: fp32 link F1 {fp32_f1:.5f}, identical pairs {fp32_same:.2%}; "
           f"int8 link F1 {int8_f1:.5f}, identical pairs {int8_same:.2%}")
     assert rows["reference (PyTorch)"]["links"] > 30000  # a real alignment, not a degenerate one
     assert fp32_f1 >= 0.995
     assert abs(rows["engine fp32"]["AER"] - rows["reference (PyTorch)"]["AER"]) <= 0.002
     assert abs(rows["engine int8"]["AER"] - rows["engine fp32"]["AER"]) <= 0.01
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_e5_small_links_do_not_depend_on_batching(e5_bundle, precision):
+    """Issue 12 on real weights: 300 csen pairs (a) in one call, (b) one pair per call, (c) with
+    budgets 256 and 8192, (d) with 1 and 2 threads: identical links (before the static int8
+    graph, 252 of 300 pairs changed between budgets 2048 and 8192)."""
+    from transalign import Aligner
+
+    src, tgt = _words("src.txt")[:300], _words("tgt.txt")[:300]
+    one = Aligner.load(e5_bundle, provider="cpu", precision=precision, threads=1)
+    two = Aligner.load(e5_bundle, provider="cpu", precision=precision, threads=2)
+    reference = [r.links for r in two.align(src, tgt)]
+    ways = {"pair by pair, 1 thread": [one.align([s], [t])[0].links for s, t in zip(src, tgt)],
+            "one call, 1 thread": [r.links for r in one.align(src, tgt)]}
+    for budget in (256, 8192):
+        ways[f"batch_tokens {budget}"] = [r.links for r in two.align(src, tgt, batch_tokens=budget)]
+    assert sum(map(len, reference)) > 5 * len(src)
+    for name, links in ways.items():
+        differing = sum(a != b for a, b in zip(reference, links))
+        assert differing == 0, f"{precision}, {name}: {differing} of 300 pairs differ from one call with 2 threads"

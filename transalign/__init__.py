@@ -17,6 +17,11 @@ _LAZY = {
 }
 
 
+def __dir__() -> list[str]:
+    """The public names (loaded lazily, so the module's own dict does not hold them yet)."""
+    return sorted(set(globals()) | set(__all__))
+
+
 def __getattr__(name: str):
     if name == "export":  # the subpackage, callable as the export function
         import importlib

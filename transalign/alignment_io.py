@@ -1,9 +1,15 @@
-"""Reading and writing word-alignment files (``pharaoh`` and ``id`` formats).
+"""Reading and writing word-alignment files (``pharaoh`` and ``id`` formats, and the scored
+output formats ``pharaoh-scores`` and ``jsonl``).
 
 One line per sentence pair, links separated by whitespace, 0-based word indices::
 
-    pharaoh:  0-1 2-3 4-4
-    id:       ID<TAB>0-1 2-3 4-4
+    pharaoh:         0-1 2-3 4-4
+    id:              ID<TAB>0-1 2-3 4-4
+    pharaoh-scores:  0-1:0.873 2-3:0.0412 4-4:0.5      (each link's score, 6 significant digits)
+    jsonl:           {"links": [[0, 1], [2, 3], [4, 4]], "scores": [0.873..., ...]}   (full precision)
+
+The readers accept ``pharaoh-scores`` lines too (a ``:SCORE`` suffix is checked and dropped), so
+``eval`` and ``project`` read them like pharaoh files.
 
 ``i-j`` links word ``i`` of the source side to word ``j`` of the target side. Gold files may
 also hold *possible* links written ``ipj`` (Och & Ney 2003); a link given both as sure and as
@@ -17,9 +23,9 @@ module, so it depends on the standard library only. Errors are :class:`FormatErr
 
 from __future__ import annotations
 
-import contextlib
+import json
+import math
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO
@@ -28,9 +34,12 @@ __all__ = [
     "AlignmentLine",
     "FormatError",
     "FORMATS",
+    "OUTPUT_FORMATS",
+    "SCORED_FORMATS",
     "atomic_open",
     "format_line",
     "format_links",
+    "format_scored_line",
     "iter_alignments",
     "iter_lines",
     "parse_line",
@@ -39,9 +48,8 @@ __all__ = [
 ]
 
 FORMATS = ("pharaoh", "id")
-# The process umask, read once at import (reading it means setting it, which is not thread-safe).
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
+SCORED_FORMATS = ("jsonl", "pharaoh-scores")  # written with each link's score
+OUTPUT_FORMATS = FORMATS + SCORED_FORMATS
 Link = tuple[int, int]
 
 
@@ -77,7 +85,16 @@ class AlignmentLine:
 
 
 def _parse_link(token: str, allow_possible: bool) -> tuple[Link, bool]:
-    """``'3-4'`` -> ((3, 4), True); ``'3p4'`` -> ((3, 4), False). Raises ValueError."""
+    """``'3-4'`` -> ((3, 4), True); ``'3p4'`` -> ((3, 4), False); ``'3-4:0.87'`` -> ((3, 4), True).
+    Raises ValueError."""
+    if ":" in token:  # pharaoh-scores
+        link, _, score = token.partition(":")
+        try:
+            if not math.isfinite(float(score)):
+                raise ValueError
+            return _parse_link(link, allow_possible)
+        except ValueError:
+            raise ValueError(f"malformed link {token!r}: expected I-J or I-J:SCORE, as in 3-4:0.87") from None
     sep = "-" if "-" in token else "p" if "p" in token else None
     if sep is None:
         raise ValueError(f"malformed link {token!r}: expected I-J" + (" or IpJ" if allow_possible else ""))
@@ -125,15 +142,15 @@ def parse_line(text: str, *, allow_possible: bool = False, fmt: str = "auto") ->
 
 
 def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
-    """``(line number, text without newline)`` for each line of a UTF-8 text file (a leading
-    byte-order mark is dropped); undecodable bytes raise a FormatError naming the file."""
-    lineno = 0
-    with open(path, encoding="utf-8-sig") as handle:
-        try:
-            for lineno, line in enumerate(handle, start=1):
-                yield lineno, line.rstrip("\n")
-        except UnicodeDecodeError as exc:
-            raise FormatError(f"not valid UTF-8 ({exc.reason}) after line {lineno}", path) from None
+    """``(line number, text without its line end)`` for each line of a UTF-8 text file, read as
+    every sentence file is (`transalign.formats.text.iter_text_lines`: lines end at ``\n``,
+    a leading byte-order mark is dropped); undecodable bytes raise a FormatError."""
+    from transalign.formats.text import InputError, iter_text_lines
+
+    try:
+        yield from iter_text_lines(path)
+    except InputError as exc:
+        raise FormatError(str(exc)) from None
 
 
 def iter_alignments(
@@ -185,30 +202,28 @@ def format_line(links: Iterable[Link], *, id: str | int | None = None, possible:
     return f"{ident}\t{body}"
 
 
-@contextlib.contextmanager
-def atomic_open(path: str | os.PathLike) -> Iterator[IO[str]]:
-    """Open ``path`` for writing text (UTF-8, ``\\n`` newlines) so that it only appears, complete,
-    when the block ends without an exception: the data goes to a temporary file in the same
-    directory, which is then moved over ``path`` with ``os.replace`` (atomic on POSIX and
-    Windows). On error or interruption the temporary file is removed and ``path`` is untouched."""
-    target = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(target))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise type(exc)(exc.errno, f"cannot write {target}: {exc.strerror} (in {directory})") from None
-    try:
-        with open(fd, "w", encoding="utf-8", newline="\n") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp creates the file 0600; give it the permissions a plain open() would.
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+def format_scored_line(links: Sequence[Link], scores: Sequence[float], fmt: str) -> str:
+    """One line of a scored format (``jsonl`` or ``pharaoh-scores``) without its newline; the
+    links are written in the given order (the aligner's are sorted), each with its score."""
+    links, scores = list(links), [float(v) for v in scores]
+    if len(links) != len(scores):
+        raise ValueError(f"{len(links)} links but {len(scores)} scores; they must pair up")
+    for i, j in links:
+        if i < 0 or j < 0:
+            raise ValueError(f"link ({i}, {j}) has a negative index")
+    if fmt == "jsonl":
+        return json.dumps({"links": [[int(i), int(j)] for i, j in links], "scores": scores}, allow_nan=False)
+    if fmt == "pharaoh-scores":
+        return " ".join(f"{i}-{j}:{v:.6g}" for (i, j), v in zip(links, scores))
+    raise ValueError(f"unknown scored format {fmt!r}; expected one of: {', '.join(SCORED_FORMATS)}")
+
+
+def atomic_open(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()):
+    """Open ``path`` for writing text so that a file only appears, complete, when the block ends
+    without an exception (``-``, FIFOs and devices are streamed): see :mod:`transalign.outputs`."""
+    from transalign.outputs import open_output
+
+    return open_output(path, inputs)
 
 
 def write_alignments(

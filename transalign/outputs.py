@@ -31,7 +31,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from typing import IO
 
-__all__ = ["OutputError", "check_output", "open_output", "STDIO"]
+__all__ = ["OutputError", "STDIO", "check_output", "open_output", "process_umask"]
 
 STDIO = "-"
 _TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
@@ -73,7 +73,7 @@ def check_output(path: str | os.PathLike | None, inputs: Iterable[str | os.PathL
         raise OutputError(f"cannot write {flag} {target}: directory {directory} is not writable")
 
 
-def _umask() -> int:
+def process_umask() -> int:
     """The process umask without changing it (Linux reports it in /proc); else the usual 022."""
     with contextlib.suppress(OSError, ValueError):
         with open("/proc/self/status", encoding="ascii") as status:
@@ -141,7 +141,7 @@ def _atomic(real: str) -> Iterator[IO[str]]:
             os.unlink(tmp)
             return
         # mkstemp makes the file 0600: keep the old file's bits, or give a new one the umask's
-        os.chmod(tmp, stat.S_IMODE(old.st_mode) if old is not None else 0o666 & ~_umask())
+        os.chmod(tmp, stat.S_IMODE(old.st_mode) if old is not None else 0o666 & ~process_umask())
         os.replace(tmp, real)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -13,8 +13,10 @@ import importlib
 import sys
 
 # (module, subcommand) in the order shown by --help
-_COMMANDS = ("export", "align", "eval", "project")
-_MODULES = {"export": "export_cmd", "align": "align_cmd", "eval": "eval_cmd", "project": "project_cmd"}
+_COMMANDS = ("export", "align", "align-corpus", "serve", "eval", "project", "project-with", "tune", "eval-bio", "bench", "finetune")
+_MODULES = {"project-with": "project_with_cmd", "tune": "tune_cmd", "eval-bio": "eval_bio_cmd",
+            "export": "export_cmd", "align": "align_cmd", "align-corpus": "align_corpus_cmd", "eval": "eval_cmd", "project": "project_cmd", "bench": "bench_cmd",
+            "finetune": "finetune_cmd", "serve": "serve_cmd"}
 
 
 class UserError(Exception):
@@ -36,11 +38,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so open outputs remove their temporary files."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
+def _quiet_broken_pipe() -> int:
+    """A reader closed our stdout (``| head``): stop quietly with the conventional 141 (128 + SIGPIPE)."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail again
+    except (OSError, ValueError):
+        pass
+    return 141
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    except Terminated:
+        print(f"transalign {args.command}: terminated; no partial output was kept", file=sys.stderr)
+        return 143
     except (UserError, ValueError, OSError) as exc:
         # ValueError subclasses (BundleError, ExportError, FormatError...) carry user-facing text.
         print(f"transalign {args.command}: error: {exc}", file=sys.stderr)
@@ -48,3 +80,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"transalign {args.command}: interrupted; no partial output was kept", file=sys.stderr)
         return 130
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)

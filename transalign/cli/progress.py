@@ -7,14 +7,15 @@ import time
 
 
 class Progress:
-    """Rewrites one stderr line at most every ``interval`` seconds; silent when disabled."""
+    """Rewrites one stderr line at most every ``interval`` seconds; silent when disabled.
+    ``total`` None: the count is shown without a percentage (streamed input)."""
 
-    def __init__(self, total: int, label: str, enabled: bool, interval: float = 0.5):
+    def __init__(self, total: int | None, label: str, enabled: bool, interval: float = 0.5):
         self.total, self.label, self.enabled, self.interval = total, label, enabled, interval
         self.done = 0
         self.start = self.last = time.perf_counter()
 
-    def update(self, n: int = 1) -> None:
+    def update(self, n: float = 1) -> None:
         self.done += n
         now = time.perf_counter()
         if self.enabled and (now - self.last >= self.interval or self.done == self.total):
@@ -23,8 +24,12 @@ class Progress:
 
     def _draw(self, now: float) -> None:
         rate = self.done / max(now - self.start, 1e-9)
-        share = 100.0 * self.done / self.total if self.total else 100.0
-        sys.stderr.write(f"\r{self.label}: {self.done}/{self.total} ({share:5.1f}%), {rate:,.0f}/s ")
+        done = int(self.done)
+        if self.total is None:  # streamed input of unknown length
+            sys.stderr.write(f"\r{self.label}: {done}, {rate:,.0f}/s ")
+        else:
+            share = 100.0 * min(self.done, self.total) / self.total if self.total else 100.0
+            sys.stderr.write(f"\r{self.label}: {done}/{self.total} ({share:5.1f}%), {rate:,.0f}/s ")
         sys.stderr.flush()
 
     def close(self) -> None:

@@ -51,10 +51,15 @@ def run(args) -> int:
         reverse=args.reverse, complete_from=args.complete_from,
         complete_to=args.complete_to, restrict_to=args.restrict_to,
     )
-    s = result.stats
+    report(args, result.stats)
+    return 0
+
+
+def report(args, s) -> None:
+    """Print the projection counts `s` (ProjectionStats), as JSON with --json (also for project-with)."""
     if args.json:
         print(json.dumps(s.to_dict(), indent=2))
-        return 0
+        return
     rows = [
         ("entities in", f"{s.entities_in} ({s.orphan_starts} starting with an orphan I- tag)"),
         ("projected", f"{s.projected} ({s.overlapping} overlapping an earlier one, "
@@ -66,4 +71,3 @@ def run(args) -> int:
     ]
     print(f"wrote {args.output}: {s.sentences} sentences")
     print("\n".join(f"{name:<26}{value}" for name, value in rows))
-    return 0

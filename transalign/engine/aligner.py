@@ -10,6 +10,7 @@ links for all pairs in parallel (transalign.kernels).
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,7 +21,7 @@ import numpy as np
 
 from transalign.engine.batching import plan_batches
 from transalign.engine.bundle import MODEL_FILES, PRECISIONS, Manifest, read_manifest
-from transalign.engine.defaults import DEFAULT_BATCH_TOKENS
+from transalign.engine.defaults import DEFAULT_BATCH_TOKENS, MAX_BATCH_TOKENS
 from transalign.engine.session import open_session, resolve_provider
 
 Sentence = str | Sequence[str]
@@ -29,7 +30,32 @@ DEFAULT_CHUNK_PAIRS = 4096
 
 
 class TooLongError(ValueError):
-    """A sentence has more tokens than the model's position table; aligning it would be wrong."""
+    """A sentence has more tokens than the model's position table; aligning it would be wrong.
+
+    ``pair`` (0-based), ``side`` ("source"/"target"), ``tokens`` and ``limit`` let callers (the
+    CLI, the service) name the file line or the request pair themselves."""
+
+    def __init__(self, message: str, *, pair: int, side: str, tokens: int, limit: int):
+        super().__init__(message)
+        self.pair, self.side, self.tokens, self.limit = pair, side, tokens, limit
+
+
+class NonFiniteError(ValueError):
+    """The encoder produced NaN or infinity for a sentence (damaged weights, fp16 overflow)."""
+
+
+def _check_finite(hidden: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, n_pairs: int, start: int) -> None:
+    """Refuse non-finite hidden states, naming the first affected pair: silently empty links
+    (every comparison with NaN is false) would look like a real, if poor, alignment."""
+    finite_rows = np.isfinite(hidden).all(axis=1)
+    if finite_rows.all():
+        return
+    row = int(np.flatnonzero(~finite_rows)[0])
+    seq = int(np.flatnonzero((offsets <= row) & (row < offsets + lengths))[0])
+    side, pair = ("source", seq) if seq < n_pairs else ("target", seq - n_pairs)
+    raise NonFiniteError(f"pair {start + pair}: the encoder produced NaN or infinite values for the {side} "
+                         "sentence; the bundle's weights may be damaged (check it without verify=False) or this "
+                         "precision overflows on it (try fp32)")
 
 
 @dataclass(frozen=True)
@@ -38,6 +64,9 @@ class AlignResult:
 
     links: tuple[tuple[int, int], ...]
     skipped: str | None = None  # "too_long" when the length policy skipped the pair
+    # With with_scores=True: scores[k] is the score links[k] was chosen on (min(F, B) for
+    # softmax, the similarity S for argmax / itermax; transalign.kernels.methods).
+    scores: tuple[float, ...] | None = None
 
     def pharaoh(self) -> str:
         return " ".join(f"{i}-{j}" for i, j in self.links)
@@ -58,6 +87,20 @@ class AlignStats:
         return 1.0 - self.real_tokens / self.padded_tokens if self.padded_tokens else 0.0
 
 
+def usable_threads(threads: int | None) -> int | None:
+    """``threads`` checked (>= 1) and clamped to the cores this process may use, with a warning:
+    more threads than cores only adds contention (64 threads on 2 cores made 5 pairs take 79 s)."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads {threads!r} must be an integer >= 1 (CLI --threads; default: all cores)")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if threads > cores:
+        warnings.warn(f"threads {threads} is more than the {cores} cores available; using {cores}", stacklevel=3)
+        return cores
+    return threads
+
+
 def _words(sentence: Sentence) -> list[str]:
     if isinstance(sentence, str):
         return sentence.split()
@@ -71,6 +114,9 @@ class Aligner:
         self.root, self.manifest, self.tokenizer = root, manifest, tokenizer
         self.session, self.provider, self.precision = session, provider, precision
         self.stats = AlignStats()
+        # called with the number of sentences (both sides) after every encoder batch, so a
+        # progress display moves every few seconds even when a chunk takes minutes
+        self.progress_hook = None
 
     @classmethod
     def load(cls, bundle: str | Path, provider: str = "auto", precision: str = "fp32",
@@ -94,40 +140,44 @@ class Aligner:
         resolved = resolve_provider(provider)
         if precision == "fp16" and resolved != "cuda":
             raise ValueError("fp16 models are for the CUDA provider; on CPU use precision 'fp32' or 'int8'")
+        threads = usable_threads(threads)
         if threads is not None:
             import numba
 
-            numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         session = open_session(root / MODEL_FILES[precision], resolved, threads)
         tokenizer = load_tokenizer(root, manifest.tokenizer)
         return cls(root, manifest, tokenizer, session, resolved, precision)
 
     def align(self, src: Sequence[Sentence], tgt: Sequence[Sentence], src_lang: str | None = None,
               tgt_lang: str | None = None, threshold: float | None = None, *, batch_tokens: int | None = None,
-              on_too_long: str = "error") -> list[AlignResult]:
+              on_too_long: str = "error", method: str = "softmax", word_level: str = "any",
+              with_scores: bool = False) -> list[AlignResult]:
         """Align pairs (src[k], tgt[k]); one result per pair, in input order.
 
         A sentence is a list of words or a string split on whitespace. ``threshold`` defaults to
         the bundle's (0.001 for NLLB). ``on_too_long``: "error" (default) raises naming the pair;
         "skip" returns an empty result with skipped="too_long" and warns with the count.
+        ``method`` ("softmax", the reference; "argmax"; "itermax"), ``word_level`` ("any", the
+        reference; "mean") and ``with_scores`` (fill AlignResult.scores): transalign.kernels.methods.
+        ``threshold`` is for softmax only.
         """
         if len(src) != len(tgt):
             raise ValueError(f"source has {len(src)} sentences but target has {len(tgt)}; they must pair up")
         return list(self.align_iter(src, tgt, src_lang, tgt_lang, threshold, batch_tokens=batch_tokens,
-                                    on_too_long=on_too_long))
+                                    on_too_long=on_too_long, method=method, word_level=word_level,
+                                    with_scores=with_scores))
 
     def align_iter(self, src: Iterable[Sentence], tgt: Iterable[Sentence], src_lang: str | None = None,
                    tgt_lang: str | None = None, threshold: float | None = None, *, batch_tokens: int | None = None,
-                   on_too_long: str = "error", chunk_pairs: int = DEFAULT_CHUNK_PAIRS) -> Iterator[AlignResult]:
+                   on_too_long: str = "error", chunk_pairs: int = DEFAULT_CHUNK_PAIRS, method: str = "softmax",
+                   word_level: str = "any", with_scores: bool = False) -> Iterator[AlignResult]:
         """Streaming form of `align`: yields results in input order, chunk by chunk."""
-        threshold = self.manifest.default_threshold if threshold is None else float(threshold)
-        if not 0.0 <= threshold < 1.0:
-            raise ValueError(f"threshold {threshold} must be in [0, 1)")
+        extraction = self.extraction(method, word_level, threshold, with_scores)
         if on_too_long not in LENGTH_POLICIES:
             raise ValueError(f"on_too_long {on_too_long!r} is not one of {', '.join(LENGTH_POLICIES)}")
-        batch_tokens = batch_tokens or DEFAULT_BATCH_TOKENS[self.provider]
-        self.tokenizer.check_lang(src_lang)
-        self.tokenizer.check_lang(tgt_lang)
+        batch_tokens = self._batch_budget(batch_tokens)
+        src_lang, tgt_lang = self._languages(src_lang, tgt_lang)
         self.stats = AlignStats()
         src_iter, tgt_iter = iter(src), iter(tgt)
         start = 0
@@ -140,15 +190,44 @@ class Aligner:
                 if next(tgt_iter, None) is not None:
                     raise ValueError(f"target has more sentences than source ({start})")
                 break
-            yield from self._align_chunk(src_chunk, tgt_chunk, src_lang, tgt_lang, threshold, batch_tokens,
-                                         on_too_long, start)
+            yield from self._align_chunk(src_chunk, tgt_chunk, src_lang, tgt_lang, (extraction,), batch_tokens,
+                                         on_too_long, start)[0]
             start += len(src_chunk)
         if self.stats.skipped:
             warnings.warn(f"{self.stats.skipped} of {self.stats.pairs} pairs were longer than the model's "
                           f"{self.manifest.max_positions} tokens and got an empty result", stacklevel=2)
 
-    def _align_chunk(self, src, tgt, src_lang, tgt_lang, threshold, batch_tokens, on_too_long, start):
-        from transalign.kernels import extract_links
+    def extraction(self, method: str = "softmax", word_level: str = "any", threshold: float | None = None,
+                   with_scores: bool = False):
+        """The checked `transalign.kernels.Extraction` of these options (threshold: the bundle's)."""
+        from transalign.kernels import METHODS, Extraction
+
+        if threshold is not None and method != "softmax" and method in METHODS:
+            raise ValueError(f"a threshold applies to method 'softmax' only, not to {method!r}")
+        threshold = self.manifest.default_threshold if threshold is None else float(threshold)
+        if not 0.0 <= threshold < 1.0:
+            raise ValueError(f"threshold {threshold} must be in [0, 1)")
+        return Extraction(method, word_level, threshold, with_scores)
+
+    def align_settings(self, src: Sequence[Sentence], tgt: Sequence[Sentence], extractions: Sequence,
+                       src_lang: str | None = None, tgt_lang: str | None = None, *,
+                       batch_tokens: int | None = None, on_too_long: str = "error") -> list[list[AlignResult]]:
+        """Align all pairs once through the encoder and extract links by each of ``extractions``
+        (`Aligner.extraction` objects): one result list per extraction, as `align` would give it.
+        Holds every pair's hidden states at once: for evaluation sets (`transalign tune`)."""
+        if len(src) != len(tgt):
+            raise ValueError(f"source has {len(src)} sentences but target has {len(tgt)}; they must pair up")
+        if on_too_long not in LENGTH_POLICIES:
+            raise ValueError(f"on_too_long {on_too_long!r} is not one of {', '.join(LENGTH_POLICIES)}")
+        src_lang, tgt_lang = self._languages(src_lang, tgt_lang)
+        self.stats = AlignStats()
+        batch_tokens = self._batch_budget(batch_tokens)
+        return self._align_chunk([_words(s) for s in src], [_words(s) for s in tgt], src_lang, tgt_lang,
+                                 tuple(extractions), batch_tokens, on_too_long, 0)
+
+    def _align_chunk(self, src, tgt, src_lang, tgt_lang, extractions, batch_tokens, on_too_long, start):
+        """One encoder pass over the chunk; one list of results per extraction."""
+        from transalign.kernels import extract_with
 
         clock = time.perf_counter()
         encoded = self._encode(src, src_lang) + self._encode(tgt, tgt_lang)
@@ -158,22 +237,55 @@ class Aligner:
         clock = time.perf_counter()
         hidden, offsets, lengths, word_ids = self._hidden_rows(encoded, keep, batch_tokens)
         self.stats.seconds["encode"] += time.perf_counter() - clock
+        _check_finite(hidden, offsets, lengths, n, start)
         clock = time.perf_counter()
         pairs = np.flatnonzero(keep[:n] & keep[n:])
-        pair_starts, links = extract_links(hidden, offsets[pairs], lengths[pairs], offsets[pairs + n],
-                                           lengths[pairs + n], word_ids, word_ids, threshold)
-        results = [AlignResult((), skipped="too_long")] * n
-        for k, pair in enumerate(pairs.tolist()):
-            block = links[pair_starts[k]:pair_starts[k + 1]]
-            results[pair] = AlignResult(tuple(map(tuple, block.tolist())))
+        every = []
+        for extraction in extractions:
+            pair_starts, links, scores = extract_with(hidden, offsets[pairs], lengths[pairs], offsets[pairs + n],
+                                                      lengths[pairs + n], word_ids, word_ids, extraction)
+            results = [AlignResult((), skipped="too_long", scores=None if scores is None else ())] * n
+            for k, pair in enumerate(pairs.tolist()):
+                a, b = pair_starts[k], pair_starts[k + 1]
+                results[pair] = AlignResult(tuple(map(tuple, links[a:b].tolist())),
+                                            scores=None if scores is None else tuple(scores[a:b].tolist()))
+            every.append(results)
         self.stats.seconds["extract"] += time.perf_counter() - clock
         self.stats.pairs += n
-        return results
+        return every
+
+    def _languages(self, src_lang, tgt_lang):
+        """Checked codes; a bundle without language codes warns about (and drops) given ones."""
+        if not self.manifest.tokenizer.lang_code_ids and (src_lang is not None or tgt_lang is not None):
+            warnings.warn(f"language codes {src_lang!r}/{tgt_lang!r} are ignored: this {self.manifest.architecture} "
+                          "bundle has none (its tokenizer needs no language)", stacklevel=3)
+            return None, None
+        self.tokenizer.check_lang(src_lang)
+        self.tokenizer.check_lang(tgt_lang)
+        return src_lang, tgt_lang
+
+    def _batch_budget(self, batch_tokens: int | None) -> int:
+        if batch_tokens is None:
+            return DEFAULT_BATCH_TOKENS[self.provider]
+        if isinstance(batch_tokens, bool) or not isinstance(batch_tokens, (int, np.integer)) \
+                or not 1 <= batch_tokens <= MAX_BATCH_TOKENS:
+            raise ValueError(f"batch_tokens {batch_tokens!r} must be an integer in 1..{MAX_BATCH_TOKENS} (default "
+                             f"{DEFAULT_BATCH_TOKENS[self.provider]} on {self.provider}); CLI --batch-tokens")
+        return int(batch_tokens)
 
     def _encode(self, sentences, lang):
-        if hasattr(self.tokenizer, "encode_batch"):
-            return list(self.tokenizer.encode_batch(sentences, lang))
-        return [self.tokenizer.encode(words, lang) for words in sentences]
+        """Token ids and word ids per sentence. A sentence with more words than the model has
+        positions is certainly too long (every word is at least one token): it is not tokenized
+        (an 11 MB line would cost seconds and GBs) and gets a placeholder of ``limit + 1``
+        padding ids, so the length policy refuses or skips it like any over-long sentence."""
+        limit = self.manifest.max_positions
+        hopeless = [len(words) >= limit for words in sentences]
+        if any(hopeless):
+            sentences = [[] if h else words for words, h in zip(sentences, hopeless)]
+        encoded = list(self.tokenizer.encode_batch(sentences, lang))
+        for k in np.flatnonzero(hopeless).tolist():
+            encoded[k] = (np.full(limit + 1, self.manifest.tokenizer.pad_id, np.int64), np.full(limit + 1, -1, np.int32))
+        return encoded
 
     def _length_policy(self, encoded, n_pairs: int, on_too_long: str, start: int) -> np.ndarray:
         limit = self.manifest.max_positions
@@ -185,8 +297,10 @@ class Aligner:
         side, pair = ("source", bad) if bad < n_pairs else ("target", bad - n_pairs)
         if on_too_long == "error":
             raise TooLongError(f"pair {start + pair}: the {side} sentence has {lengths[bad]} tokens "
-                               f"(special tokens included), more than the model's maximum of {limit}; "
-                               "split it, or skip such pairs (on_too_long='skip', CLI --skip-long)")
+                               f"(special tokens included; at least, if it was not tokenized in full), more than "
+                               f"the model's maximum of {limit}; split it, or skip such pairs "
+                               "(on_too_long='skip', CLI --skip-long)", pair=start + pair, side=side,
+                               tokens=int(lengths[bad]), limit=limit)
         skipped = ~(fits[:n_pairs] & fits[n_pairs:])
         self.stats.skipped += int(skipped.sum())
         return np.concatenate([~skipped, ~skipped])
@@ -212,6 +326,8 @@ class Aligner:
         self.stats.padded_tokens += plan.padded_tokens
         for batch in plan.batches:
             self._run_batch([int(kept[b]) for b in batch], encoded, offsets, hidden)
+            if self.progress_hook is not None:
+                self.progress_hook(len(batch))
         return hidden, offsets, content, word_ids.astype(np.int64)
 
     def _run_batch(self, seqs: list[int], encoded, offsets, hidden) -> None:

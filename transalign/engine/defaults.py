@@ -4,3 +4,6 @@
 # waste less padding: full-size NLLB on bam-en, 2-core EPYC, int8 encoder 60 s at 4096 vs 52-54 s
 # at 1536-2048 (waste 5.0% -> 2.7%), fp32 226 s at 4096 vs 216 s at 2048 and 233 s at 1024.
 DEFAULT_BATCH_TOKENS = {"cpu": 2048, "cuda": 32768}
+# Largest accepted budget: one batch's activations grow with it (full-size NLLB: about 64 KB per
+# padded token in the FFN alone, plus attention), and larger batches gain nothing measurable.
+MAX_BATCH_TOKENS = 65536

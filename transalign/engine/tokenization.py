@@ -75,7 +75,11 @@ def load_tokenizer(bundle_dir: str | Path, spec: TokenizerSpec, num_threads: int
 
 def unknown_lang_error(lang: object, known: Sequence[str]) -> ValueError:
     """A ValueError naming `lang`, the closest known codes and how many codes there are."""
-    close = difflib.get_close_matches(str(lang), list(known), n=5, cutoff=0.5)
+    by_lower = {code.lower(): code for code in known}
+    exact = by_lower.get(str(lang).lower())  # 'CES_latn' -> ces_Latn first
+    close = [by_lower[c] for c in difflib.get_close_matches(str(lang).lower(), list(by_lower), n=5, cutoff=0.5)]
+    if exact:
+        close = [exact] + [c for c in close if c != exact][:4]
     if not close and isinstance(lang, str):  # 'english' / 'ENG' -> eng_Latn, ...
         close = sorted(code for code in known if code.lower().startswith(lang.lower()[:3]))[:5]
     hint = f"; closest: {', '.join(close)}" if close else ""

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from transalign.engine.bundle import FORMAT_VERSION, MODEL_FILES, PRECISIONS, Manifest, sha256_file
-from transalign.export import graph, validation, writer
+from transalign.export import graph, quantize, validation, writer
 from transalign.export.architectures import architecture_for, family_defaults, max_tokens
 from transalign.export.errors import ExportError, ValidationError
 
@@ -28,6 +28,8 @@ class ExportOptions:
     opset: int = graph.DEFAULT_OPSET
     lora_extra_scale: float = 1.0  # benchmarks only; 1.0 is the exact adapter
     int8_fp32_blocks: int | None = None  # None: the architecture's default (graph.ffn_out_nodes)
+    calibration: Path | None = None  # int8 calibration text (None: the built-in sentences)
+    int8_smoothing: float | None = quantize.DEFAULT_SMOOTH_ALPHA  # None: no smoothing
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.precisions if p not in PRECISIONS]
@@ -38,24 +40,33 @@ class ExportOptions:
             raise ExportError(f"threshold {self.threshold} must be in [0, 1)")
         if self.int8_fp32_blocks is not None and self.int8_fp32_blocks < 0:
             raise ExportError(f"int8_fp32_blocks {self.int8_fp32_blocks} must be >= 0")
+        if self.int8_smoothing is not None and not 0.0 <= self.int8_smoothing <= 1.0:
+            raise ExportError(f"int8_smoothing {self.int8_smoothing} must be in [0, 1] (or None for no smoothing)")
+        if self.calibration is not None and not self.calibration.is_file():
+            raise ExportError(f"calibration file {self.calibration} does not exist")
         if self.lora_extra_scale <= 0:
             raise ExportError(f"lora_extra_scale {self.lora_extra_scale} must be positive")
 
 
 def export(model: str, out: str | Path, lora: str | Path | None = None, layer: int | None = None,
            precisions=("fp32",), force: bool = False, threshold: float | None = None,
-           lora_extra_scale: float = 1.0, int8_fp32_blocks: int | None = None) -> Manifest:
+           lora_extra_scale: float = 1.0, int8_fp32_blocks: int | None = None, calibration: str | Path | None = None,
+           int8_smoothing: float | None = quantize.DEFAULT_SMOOTH_ALPHA) -> Manifest:
     """Export ``model`` (local dir or hub id) to a bundle at ``out`` and return its manifest.
 
     Nothing is written unless the fp32 graph reproduces PyTorch's hidden_states[layer].
     ``int8_fp32_blocks``: the int8 graph keeps the FFN output projection of this many final
     blocks in fp32 (None: 2 for BERT-family encoders, where it was measured, 0 for NLLB).
+    ``calibration``: a text file (``TEXT`` or ``CODE<TAB>TEXT`` per line) whose activation ranges
+    fix the int8 graph's static scales (default: built-in multilingual sentences);
+    ``int8_smoothing``: SmoothQuant strength alpha (None: off). See export/quantize.py.
     """
     if isinstance(precisions, str):
         precisions = tuple(p.strip() for p in precisions.split(",") if p.strip())
     options = ExportOptions(model=str(model), out=Path(out), lora=Path(lora) if lora else None, layer=layer,
                             threshold=threshold, precisions=tuple(dict.fromkeys(precisions)), force=force,
-                            lora_extra_scale=lora_extra_scale, int8_fp32_blocks=int8_fp32_blocks)
+                            lora_extra_scale=lora_extra_scale, int8_fp32_blocks=int8_fp32_blocks,
+                            calibration=Path(calibration) if calibration else None, int8_smoothing=int8_smoothing)
     return run_export(options)
 
 
@@ -104,14 +115,25 @@ def _build(options, loaded, layer, num_layers, defaults, adapter, staging: Path)
     if "int8" in options.precisions:
         blocks = loaded.arch.int8_fp32_blocks if options.int8_fp32_blocks is None else options.int8_fp32_blocks
         keep = graph.ffn_out_nodes(fp32_path, loaded.arch, layer, blocks)
-    report.update(_derived_precisions(options, fp32_path, staging, reference, ids, mask, keep))
+    int8_facts = {}
+    if "int8" in options.precisions:
+        int8_facts = _int8(options, loaded, fp32_path, staging / MODEL_FILES["int8"], keep)
+        report["int8"] = validation.compare("int8", reference, validation.run_onnx(staging / MODEL_FILES["int8"], ids,
+                                                                                   mask), mask)
+    if "fp16" in options.precisions:
+        path = staging / MODEL_FILES["fp16"]
+        graph.convert_fp16(fp32_path, path)
+        report["fp16"] = _validate_fp16(path, reference, ids, mask)
+    problems = [p for name in ("int8", "fp16") if name in report for p in validation.derived_problems(report[name])]
+    if problems:
+        raise ValidationError(problems)
     if "fp32" not in options.precisions:
         fp32_path.unlink()
     spec = spec_from_hf_tokenizer(loaded.tokenizer, staging)
     files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
     precisions = {p: {"file": MODEL_FILES[p], "validation": report[p].to_json()} for p in options.precisions}
     if "int8" in precisions:
-        precisions["int8"]["fp32_nodes"] = keep
+        precisions["int8"].update(fp32_nodes=keep, **int8_facts)
     return Manifest(
         architecture=loaded.arch.name, base_model=loaded.source, layer=layer, num_layers=num_layers,
         hidden_size=int(reference.shape[-1]),
@@ -122,18 +144,19 @@ def _build(options, loaded, layer, num_layers, defaults, adapter, staging: Path)
     )
 
 
-def _derived_precisions(options, fp32_path, staging, reference, ids, mask, keep_fp32) -> dict:
-    report = {}
-    if "int8" in options.precisions:
-        path = staging / MODEL_FILES["int8"]
-        graph.quantize_int8(fp32_path, path, keep_fp32)
-        report["int8"] = validation.compare("int8", reference, validation.run_onnx(path, ids, mask), mask)
-        log.info("int8 deviation: %s", report["int8"])
-    if "fp16" in options.precisions:
-        path = staging / MODEL_FILES["fp16"]
-        graph.convert_fp16(fp32_path, path)
-        report["fp16"] = _validate_fp16(path, reference, ids, mask)
-    return report
+def _int8(options, loaded, fp32_path: Path, out_path: Path, keep: list[str]) -> dict:
+    """The static int8 graph (export/quantize.py), calibrated on the chosen text."""
+    if options.calibration is None:
+        sentences, source = validation.VALIDATION_SENTENCES + validation.CALIBRATION_SENTENCES, "built-in"
+    else:
+        sentences, source = validation.read_calibration_file(options.calibration), str(options.calibration)
+    import numpy as np
+
+    rows = validation.token_rows(loaded.tokenizer, loaded.arch.name, sentences, max_tokens(loaded.config))
+    facts = quantize.quantize_static_int8(fp32_path, out_path, keep, [np.asarray(r, np.int64) for r in rows],
+                                          options.int8_smoothing)
+    log.info("int8: static activation scales from %d calibration sentences (%s)", len(rows), source)
+    return {**facts, "calibration": source if options.calibration is None else sha256_file(options.calibration)}
 
 
 def _validate_fp16(path, reference, ids, mask):

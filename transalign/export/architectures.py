@@ -33,7 +33,7 @@ class Architecture:
     layers_config_key: str  # config key holding the number of blocks
     tokenizer_kind: str
     ffn_out_node: str = ""  # ONNX node name suffix of block {L}'s FFN output projection
-    # int8: how many final blocks keep that projection in fp32 by default (see graph.quantize_int8)
+    # int8: how many final blocks keep that projection in fp32 by default (see graph.ffn_out_nodes)
     int8_fp32_blocks: int = 0
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from transalign.export.architectures import Architecture
 from transalign.export.errors import ExportError
-from transalign.export.quiet import quiet_logger
 
 INPUT_NAMES = ["input_ids", "attention_mask"]
 OUTPUT_NAME = "hidden"
@@ -99,10 +98,10 @@ def export_fp32(module, sample_ids, sample_mask, path: Path, opset: int = DEFAUL
                           do_constant_folding=True, dynamo=False)
     import onnx
 
-    _save(_with_inputs(onnx.load(str(path))), path)
+    save_with_external_data(_with_inputs(onnx.load(str(path))), path)
 
 
-def _save(model, path: Path) -> None:
+def save_with_external_data(model, path: Path) -> None:
     """Weights go to ``<file>.data`` beside the graph.
 
     ONNX Runtime memory-maps external initializers instead of copying them out of the protobuf,
@@ -152,18 +151,6 @@ def ffn_out_nodes(fp32_path: Path, arch: Architecture, layer: int, blocks: int) 
     return found
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, keep_fp32: list[str] = ()) -> None:
-    """ONNX Runtime dynamic quantization: int8 weights (per output channel), activations
-    quantized per batch (CPU); ``keep_fp32`` names MatMul nodes left in float32. ORT writes the
-    weights to ``<file>.data`` beside the graph itself, the layout `_save` makes, so no rewrite."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    with quiet_logger():  # ORT logs a "consider pre-processing" advice on the root logger
-        quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul", "Gemm"], use_external_data_format=True,
-                         nodes_to_exclude=list(keep_fp32))
-
-
 def convert_fp16(fp32_path: Path, out_path: Path) -> None:
     """fp16 weights and activations for the CUDA provider; norms/softmax stay fp32, I/O stays fp32."""
     import onnx
@@ -171,4 +158,4 @@ def convert_fp16(fp32_path: Path, out_path: Path) -> None:
 
     model = onnx.load(str(fp32_path))
     half = convert_float_to_float16(model, keep_io_types=True, op_block_list=FP16_KEEP_FP32_OPS)
-    _save(half, out_path)
+    save_with_external_data(half, out_path)

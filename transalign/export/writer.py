@@ -14,14 +14,22 @@ from pathlib import Path
 
 from transalign.engine.bundle import MANIFEST_NAME, Manifest
 from transalign.export.errors import ExportError
+from transalign.outputs import process_umask as _umask
 
 
 def check_output(out: Path, force: bool) -> None:
     """Fail before any expensive work if the output cannot be written."""
     if out.exists() and not out.is_dir():
         raise ExportError(f"output {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise ExportError(f"output directory {out} exists and is not empty; pass --force to replace it")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MANIFEST_NAME).is_file():
+            shown = sorted(p.name for p in out.iterdir())
+            listing = ", ".join(shown[:5]) + (f" and {len(shown) - 5} more" if len(shown) > 5 else "")
+            raise ExportError(f"output directory {out} is not empty and is not a transalign bundle (no {MANIFEST_NAME}; "
+                              f"it holds {listing}); refusing to replace it even with --force: choose another "
+                              "directory")
+        if not force:
+            raise ExportError(f"output directory {out} already holds a bundle; pass --force to replace it")
     parent = out.parent if str(out.parent) else Path(".")
     probe = parent
     while not probe.exists():
@@ -33,9 +41,7 @@ def check_output(out: Path, force: bool) -> None:
 def staging_dir(out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; a bundle is meant to be shared
+    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it private; a bundle is meant to be shared
     return staging
 
 
@@ -56,8 +62,7 @@ def finish(staging: Path, out: Path, manifest: Manifest) -> None:
 def _shareable(staging: Path) -> None:
     """Some writers (onnx's external data) create files readable by their owner only; a bundle
     is meant to be shared, so every file gets the usual umask-based permissions."""
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = _umask()
     for file in staging.iterdir():
         if file.is_file():
             os.chmod(file, 0o666 & ~umask)

@@ -282,3 +282,253 @@ def _gather_links(src_offsets, src_lengths, tgt_offsets, tgt_lengths, src_word_i
         _emit_links(src_word_ids[s0:s0 + src_lengths[p]], tgt_word_ids[t0:t0 + tgt_lengths[p]],
                     scratch[scratch_starts[p]:scratch_starts[p + 1]], links[pair_starts[p]:pair_starts[p + 1]])
     return pair_starts, links
+
+
+# ---- the other extraction methods (transalign.kernels.methods): argmax, itermax, mean pooling ----
+# Kept in this file for the cache reason of the module docstring: they call `_scores` and
+# `_mark_aligned`, and a cached caller in another file would keep a stale inlined copy.
+
+SOFTMAX, ARGMAX, ITERMAX = 0, 1, 2  # method codes (transalign.kernels.methods.METHODS order)
+ANY, MEAN = 0, 1  # word-level codes (transalign.kernels.methods.WORD_LEVELS order)
+ITERMAX_ALPHA = 0.9  # SimAlign's alpha_ratio
+
+
+@_kernel()
+def _argmax_rows_cols(s, row_arg, col_arg):
+    """row_arg[i] = first j of the maximum of row i, col_arg[j] = first i of column j's; -1 for a
+    row / column containing a NaN (it has no argmax, as a NaN gets no softmax link either)."""
+    n, m = s.shape
+    for i in range(n):
+        row_arg[i] = -1
+    for j in range(m):
+        col_arg[j] = -1
+    row_nan = np.zeros(n, dtype=np.bool_)
+    col_nan = np.zeros(m, dtype=np.bool_)
+    for i in range(n):
+        for j in range(m):
+            v = s[i, j]
+            if v != v:
+                row_nan[i] = True
+                col_nan[j] = True
+                continue
+            if row_arg[i] < 0 or v > s[i, row_arg[i]]:
+                row_arg[i] = j
+            if col_arg[j] < 0 or v > s[col_arg[j], j]:
+                col_arg[j] = i
+    for i in range(n):
+        if row_nan[i]:
+            row_arg[i] = -1
+    for j in range(m):
+        if col_nan[j]:
+            col_arg[j] = -1
+
+
+@_kernel()
+def _mark_argmax(s, aligned):
+    """aligned[i, j] = (j = argmax of row i) and (i = argmax of column j), for float64 `s`."""
+    n, m = s.shape
+    row_arg = np.empty(n, dtype=np.int64)
+    col_arg = np.empty(m, dtype=np.int64)
+    _argmax_rows_cols(s, row_arg, col_arg)
+    for i in range(n):
+        for j in range(m):
+            aligned[i, j] = False
+    for i in range(n):
+        j = row_arg[i]
+        if j >= 0 and col_arg[j] == i:
+            aligned[i, j] = True
+
+
+@_kernel()
+def _mark_itermax(s, aligned):
+    """SimAlign's IterMax (max_count 2, alpha 0.9, no distortion) on float64 `s`; see methods.py."""
+    n, m = s.shape
+    _mark_argmax(s, aligned)
+    if min(n, m) <= 2:
+        return
+    row_free = np.ones(n)  # SimAlign's mask_x: 1.0 for a row without a link
+    col_free = np.ones(m)
+    free_rows = n
+    free_cols = m
+    for i in range(n):
+        for j in range(m):
+            if aligned[i, j]:
+                if row_free[i] == 1.0:
+                    free_rows -= 1
+                if col_free[j] == 1.0:
+                    free_cols -= 1
+                row_free[i] = 0.0
+                col_free[j] = 0.0
+    if free_rows == 0 or free_cols == 0:
+        return
+    masked = np.empty((n, m))
+    for i in range(n):
+        for j in range(m):
+            mask = min(1.0, ITERMAX_ALPHA * row_free[i] + ITERMAX_ALPHA * col_free[j])
+            masked[i, j] = s[i, j] * mask
+    second = np.empty((n, m), dtype=np.bool_)
+    _mark_argmax(masked, second)
+    for i in range(n):
+        for j in range(m):
+            if second[i, j] and (row_free[i] == 1.0 or col_free[j] == 1.0):
+                aligned[i, j] = True
+
+
+@_kernel()
+def _softmax_min(s, out):
+    """out[i, j] = min(F[i, j], B[i, j]) of float32 `s`, by the very expressions of `_mark_aligned`,
+    so that out[i, j] > t exactly when `_mark_aligned` marks (i, j) at threshold t."""
+    n, m = s.shape
+    row_max = np.full(n, -np.inf)
+    col_max = np.full(m, -np.inf)
+    for i in range(n):
+        for j in range(m):
+            v = np.float64(s[i, j])
+            if v > row_max[i]:
+                row_max[i] = v
+            if v > col_max[j]:
+                col_max[j] = v
+    row_exp = np.empty((n, m))
+    row_sum = np.zeros(n)
+    col_sum = np.zeros(m)
+    for i in range(n):
+        for j in range(m):
+            v = np.float64(s[i, j])
+            e = math.exp(v - row_max[i])
+            row_exp[i, j] = e
+            row_sum[i] += e
+            col_sum[j] += math.exp(v - col_max[j])
+    for i in range(n):
+        for j in range(m):
+            forward = row_exp[i, j] / row_sum[i]
+            backward = math.exp(np.float64(s[i, j]) - col_max[j]) / col_sum[j]
+            out[i, j] = forward if forward < backward else backward
+
+
+@_kernel()
+def _mean_pool(x, rank, n_words):
+    """Word vectors: the mean of each word's subword rows (float64 sum in row order / count),
+    rounded to float32; word r is the r-th distinct word id."""
+    d = x.shape[1]
+    sums = np.zeros((n_words, d))
+    counts = np.zeros(n_words)
+    for a in range(x.shape[0]):
+        r = rank[a]
+        counts[r] += 1.0
+        for k in range(d):
+            sums[r, k] += x[a, k]
+    out = np.empty((n_words, d), dtype=np.float32)
+    for r in range(n_words):
+        for k in range(d):
+            out[r, k] = np.float32(sums[r, k] / counts[r])
+    return out
+
+
+@_kernel()
+def _mark_method(s, method, threshold, aligned, cell_scores, want_scores):
+    """Mark the linked cells of the float32 score matrix `s` by `method`; the score of each cell
+    (min(F, B) for softmax, the similarity S for argmax / itermax) into `cell_scores`."""
+    if method == SOFTMAX:
+        _mark_aligned(s, threshold, aligned)
+        if want_scores:
+            _softmax_min(s, cell_scores)
+        return
+    n, m = s.shape
+    s64 = np.empty((n, m))
+    for i in range(n):
+        for j in range(m):
+            s64[i, j] = s[i, j]
+    if method == ARGMAX:
+        _mark_argmax(s64, aligned)
+    else:
+        _mark_itermax(s64, aligned)
+    if want_scores:
+        for i in range(n):
+            for j in range(m):
+                cell_scores[i, j] = s64[i, j]
+
+
+@_kernel()
+def _pair_method_matrix(x, y, src_words, tgt_words, method, word_level, threshold, want_scores, matrix,
+                        word_scores):
+    """`_pair_word_matrix` for any method / word level, plus each word link's score.
+
+    word_scores[cell] = the largest score among the linked cells (subword pairs, or the word
+    pair itself for mean pooling) that make the word link.
+    """
+    src_distinct = _distinct_sorted(src_words)
+    tgt_distinct = _distinct_sorted(tgt_words)
+    src_rank = _ranks(src_words, src_distinct)
+    tgt_rank = _ranks(tgt_words, tgt_distinct)
+    n_src = src_distinct.shape[0]
+    width = tgt_distinct.shape[0]
+    if word_level == MEAN:
+        xp = _mean_pool(x, src_rank, n_src)
+        yp = _mean_pool(y, tgt_rank, width)
+        row_word = np.arange(n_src)
+        col_word = np.arange(width)
+        s = np.empty((n_src, width), dtype=np.float32)
+        _scores(xp, yp, s)
+    else:
+        row_word = src_rank
+        col_word = tgt_rank
+        s = np.empty((x.shape[0], y.shape[0]), dtype=np.float32)
+        _scores(x, y, s)
+    n, m = s.shape
+    aligned = np.empty((n, m), dtype=np.bool_)
+    kept = n if want_scores else 0
+    cell_scores = np.empty((kept, m))
+    _mark_method(s, method, threshold, aligned, cell_scores, want_scores)
+    used = n_src * width
+    matrix[:used] = 0
+    count = 0
+    for i in range(n):
+        for j in range(m):
+            if aligned[i, j]:
+                cell = row_word[i] * width + col_word[j]
+                if matrix[cell] == 0:
+                    matrix[cell] = 1
+                    count += 1
+                    if want_scores:
+                        word_scores[cell] = cell_scores[i, j]
+                elif want_scores and cell_scores[i, j] > word_scores[cell]:
+                    word_scores[cell] = cell_scores[i, j]
+    return count
+
+
+@_kernel()
+def _method_matrices(first, stop, hidden, src_offsets, src_lengths, tgt_offsets, tgt_lengths, src_word_ids,
+                     tgt_word_ids, method, word_level, threshold, want_scores, scratch_starts, scratch,
+                     score_scratch, counts):
+    """`_word_matrices` for any method; pair p writes only counts[p] and its own scratch slices."""
+    for p in range(first, stop):
+        n = src_lengths[p]
+        m = tgt_lengths[p]
+        if n == 0 or m == 0:
+            counts[p] = 0
+            continue
+        s0 = src_offsets[p]
+        t0 = tgt_offsets[p]
+        a = scratch_starts[p]
+        b = scratch_starts[p + 1]
+        counts[p] = _pair_method_matrix(hidden[s0:s0 + n], hidden[t0:t0 + m], src_word_ids[s0:s0 + n],
+                                        tgt_word_ids[t0:t0 + m], method, word_level, threshold, want_scores,
+                                        scratch[a:b], score_scratch[a:b])
+
+
+@_kernel()
+def _gather_scores(src_offsets, src_lengths, tgt_offsets, tgt_lengths, src_word_ids, tgt_word_ids,
+                   scratch_starts, scratch, score_scratch, pair_starts, scores):
+    """Each word link's score, in the order `_gather_links` wrote the links."""
+    for p in range(src_offsets.shape[0]):
+        if pair_starts[p + 1] == pair_starts[p]:
+            continue
+        src_distinct = _distinct_sorted(src_word_ids[src_offsets[p]:src_offsets[p] + src_lengths[p]])
+        tgt_distinct = _distinct_sorted(tgt_word_ids[tgt_offsets[p]:tgt_offsets[p] + tgt_lengths[p]])
+        width = tgt_distinct.shape[0]
+        base = scratch_starts[p]
+        row = pair_starts[p]
+        for cell in range(src_distinct.shape[0] * width):
+            if scratch[base + cell]:
+                scores[row] = score_scratch[base + cell]
+                row += 1

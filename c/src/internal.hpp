@@ -1,0 +1,117 @@
+// Internal declarations shared by the library's translation units. Nothing here is public.
+//
+// Errors travel inside the library as ta::Error exceptions (status + message); every public
+// function catches them (and std::bad_alloc, and anything else) at the boundary, stores the
+// message for the calling thread and returns the status. No exception crosses the C ABI.
+#ifndef TA_INTERNAL_HPP
+#define TA_INTERNAL_HPP
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "transalign.h"
+
+namespace ta {
+
+struct Error : std::runtime_error {
+    int status;
+    Error(int code, const std::string &message) : std::runtime_error(message), status(code) {}
+};
+
+// ---- bundle.cpp: manifest.json and the files it lists (transalign/engine/bundle.py) ----
+
+struct TokenizerSpec {
+    std::string kind, file, whitespace;
+    int64_t unk_id = 0, eos_id = 0, pad_id = 0, piece_offset = 0;
+    bool lowercase = false;
+    std::map<std::string, int64_t> lang_code_ids;
+    std::map<std::string, int64_t> added_tokens;
+};
+
+struct Manifest {
+    std::string root;  // the bundle directory as given
+    std::string architecture;
+    int64_t hidden_size = 0, max_positions = 0;
+    double default_threshold = 0.0;
+    TokenizerSpec tokenizer;
+    std::vector<std::string> precisions;
+};
+
+extern const char *const kPrecisions[3];    // fp32, int8, fp16
+std::string model_file(const std::string &precision);  // model.onnx, model.int8.onnx, ...
+
+// Read and check `root`/manifest.json; with verify, hash the files of `precision` and the
+// shared ones (bundle.py read_manifest(..., precision=...)). Throws Error.
+Manifest read_manifest(const std::string &root, const std::string &precision, bool verify);
+// `name` inside `root`, refused if it would leave the directory. Throws Error.
+std::string bundle_path(const std::string &root, const std::string &name);
+std::string sha256_file(const std::string &path);  // hex; throws Error
+
+// ---- tokenizer.cpp: NLLB tokenization (transalign/engine/tokenization_nllb.py) ----
+
+struct Encoded {
+    std::vector<int64_t> ids;       // [lang_code] pieces... [</s>]
+    std::vector<int32_t> word_ids;  // -1 for the two special tokens
+};
+
+class NllbTokenizer {
+public:
+    NllbTokenizer(const std::string &model_path, const TokenizerSpec &spec);
+    ~NllbTokenizer();
+    NllbTokenizer(const NllbTokenizer &) = delete;
+    NllbTokenizer &operator=(const NllbTokenizer &) = delete;
+
+    int64_t lang_id(const char *lang) const;  // throws Error(TA_ERR_LANGUAGE) naming close codes
+    bool has_lang(const char *lang) const;
+    // Thread-safe; `scratch` holds a per-caller grapheme iterator (see tokenizer.cpp), taken
+    // from a pool of the tokenizer's and given back when the returned pointer is destroyed.
+    struct Scratch;
+    struct ScratchDeleter {
+        const NllbTokenizer *owner;
+        void operator()(Scratch *scratch) const;
+    };
+    std::unique_ptr<Scratch, ScratchDeleter> new_scratch() const;
+    Encoded encode(const char *const *words, size_t n_words, int64_t lang_id, Scratch &scratch) const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+// UTF-8 as Python accepts it (no surrogates, no overlongs, <= U+10FFFF)?
+bool valid_utf8(const char *s, size_t n);
+
+// ---- ort.cpp: ONNX Runtime through its C API ----
+
+class Session {
+public:
+    // provider "cpu" or "cuda"; threads 0 = ONNX Runtime's default.
+    Session(const std::string &model_path, const std::string &provider, int threads, const char *library);
+    ~Session();
+    Session(const Session &) = delete;
+    Session &operator=(const Session &) = delete;
+    // hidden [batch, width, d] (float32) of input_ids / attention_mask [batch, width]; thread-safe.
+    void run(const std::vector<int64_t> &ids, const std::vector<int64_t> &mask, int64_t batch, int64_t width,
+             int64_t hidden_size, std::vector<float> &out) const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+bool cuda_available(const char *library);  // CUDAExecutionProvider in this onnxruntime?
+
+// ---- extract.cpp: the TransAlign extraction (transalign/kernels/jit.py) ----
+
+// Word links of one pair: x [n, d], y [m, d] rows, their word ids; appends (src, tgt) pairs,
+// distinct, sorted by (src, tgt), to `links` (flat, 2 per link).
+void extract_pair(const float *x, size_t n, const float *y, size_t m, size_t d, const int32_t *src_words,
+                  const int32_t *tgt_words, double threshold, std::vector<int32_t> &links);
+
+}  // namespace ta
+
+#endif

@@ -1,0 +1,520 @@
+// NLLB tokenization of pre-split words, token for token what transalign/engine/tokenization_nllb.py
+// (and so Hugging Face's NllbTokenizerFast) does. Per word, in order:
+//
+// 1. raw added tokens (<s> <pad> </s> <unk>, every language code) are cut out of the word,
+//    leftmost-longest, and become their own id; they keep the word's index;
+// 2. every remaining segment goes through the `Precompiled` normalizer of the fast tokenizer:
+//    the model's charsmap applied per *grapheme cluster* (ICU's character break iterator): a
+//    cluster shorter than 6 bytes that starts with a charsmap key is replaced as a whole by the
+//    mapping of its shortest key prefix, other clusters code point by code point; then
+//    whitespace "strip" (trailing Unicode White_Space removed, runs of 2+ spaces -> U+2581) or
+//    "keep" (runs of 2+ spaces -> one space);
+// 3. normalized added tokens (<mask>, with lstrip) are cut out of the normalized text;
+// 4. Metaspace: " " -> U+2581, a U+2581 prepended to a segment that does not start with one;
+// 5. sentencepiece BPE (the bundle's model with its normalizer replaced by the identity, as the
+//    Python engine does) on each segment; ids p -> p + piece_offset, unknown -> unk_id;
+// 6. [lang_code] tokens... [</s>].
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+
+#include <sentencepiece_processor.h>
+#include <unicode/ubrk.h>
+#include <unicode/utext.h>
+
+#include "internal.hpp"
+
+namespace ta {
+
+namespace {
+
+const char kMeta[] = "\xe2\x96\x81";  // U+2581, sentencepiece's whitespace symbol
+
+// Unicode White_Space (Rust char::is_whitespace; what tokenizers' Strip and lstrip remove).
+bool is_white_space(uint32_t cp) {
+    return (cp >= 0x09 && cp <= 0x0d) || cp == 0x20 || cp == 0x85 || cp == 0xa0 || cp == 0x1680 ||
+           (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 || cp == 0x202f || cp == 0x205f ||
+           cp == 0x3000;
+}
+
+// Length of the UTF-8 sequence starting with byte `b` (input is validated first).
+size_t utf8_len(unsigned char b) { return b < 0x80 ? 1 : b < 0xe0 ? 2 : b < 0xf0 ? 3 : 4; }
+
+uint32_t decode_at(const std::string &s, size_t pos) {
+    const unsigned char *p = reinterpret_cast<const unsigned char *>(s.data()) + pos;
+    switch (utf8_len(p[0])) {
+    case 1: return p[0];
+    case 2: return (p[0] & 0x1fu) << 6 | (p[1] & 0x3fu);
+    case 3: return (p[0] & 0x0fu) << 12 | (p[1] & 0x3fu) << 6 | (p[2] & 0x3fu);
+    default: return (p[0] & 0x07u) << 18 | (p[1] & 0x3fu) << 12 | (p[2] & 0x3fu) << 6 | (p[3] & 0x3fu);
+    }
+}
+
+// Start of the last code point of s[0:end) (end > 0).
+size_t last_cp_start(const std::string &s, size_t end) {
+    size_t pos = end - 1;
+    while (pos > 0 && (static_cast<unsigned char>(s[pos]) & 0xc0) == 0x80) --pos;
+    return pos;
+}
+
+void rstrip_white_space(std::string &s) {
+    while (!s.empty()) {
+        size_t start = last_cp_start(s, s.size());
+        if (!is_white_space(decode_at(s, start))) break;
+        s.resize(start);
+    }
+}
+
+// ---- the sentencepiece model file (protobuf), read and edited without the protobuf library ----
+
+bool read_varint(const std::string &buf, size_t &pos, uint64_t &value) {
+    value = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (pos >= buf.size()) return false;
+        unsigned char byte = static_cast<unsigned char>(buf[pos++]);
+        value |= static_cast<uint64_t>(byte & 0x7f) << shift;
+        if (byte < 0x80) return true;
+    }
+    return false;
+}
+
+std::string varint(uint64_t value) {
+    std::string out;
+    do {
+        unsigned char byte = value & 0x7f;
+        value >>= 7;
+        out += static_cast<char>(byte | (value ? 0x80 : 0));
+    } while (value);
+    return out;
+}
+
+struct Field {
+    uint64_t number, wire, value;  // value: varint value, or length for wire 2
+    size_t start, data, end;       // field start, payload start (wire 2), end
+};
+
+std::vector<Field> fields(const std::string &buf) {
+    std::vector<Field> out;
+    size_t pos = 0;
+    while (pos < buf.size()) {
+        Field f{};
+        f.start = pos;
+        uint64_t key;
+        if (!read_varint(buf, pos, key)) throw std::runtime_error("truncated protobuf");
+        f.number = key >> 3;
+        f.wire = key & 7;
+        if (f.wire == 0) {
+            if (!read_varint(buf, pos, f.value)) throw std::runtime_error("truncated protobuf");
+        } else if (f.wire == 2) {
+            if (!read_varint(buf, pos, f.value) || f.value > buf.size() - pos) throw std::runtime_error("truncated protobuf");
+            f.data = pos;
+            pos += f.value;
+        } else if (f.wire == 1 || f.wire == 5) {
+            pos += f.wire == 1 ? 8 : 4;
+            if (pos > buf.size()) throw std::runtime_error("truncated protobuf");
+        } else {
+            throw std::runtime_error("unsupported protobuf wire type");
+        }
+        f.end = pos;
+        out.push_back(f);
+    }
+    return out;
+}
+
+// (the model's precompiled charsmap, the model with the identity normalizer); as
+// tokenization_nllb._identity_model: normalizer_spec (field 3) replaced by name "identity",
+// add_dummy_prefix false, remove_extra_whitespaces false, escape_whitespaces true.
+std::pair<std::string, std::string> identity_model(const std::string &data) {
+    for (const Field &f : fields(data)) {
+        if (f.number != 3 || f.wire != 2) continue;
+        const std::string spec = data.substr(f.data, f.value);
+        std::string charsmap;
+        for (const Field &g : fields(spec)) {
+            if (g.number == 2 && g.wire == 2) charsmap = spec.substr(g.data, g.value);
+            if (g.number == 3 && g.wire == 0 && g.value != 1)
+                throw std::runtime_error("its normalizer has add_dummy_prefix=false, which NLLB models never have");
+        }
+        static const char identity[] = "\x0a\x08identity\x18\x00\x20\x00\x28\x01";
+        const std::string replacement(identity, sizeof(identity) - 1);
+        std::string model = data.substr(0, f.start);
+        model += static_cast<char>(3 << 3 | 2);
+        model += varint(replacement.size());
+        model += replacement;
+        model += data.substr(f.end);
+        return {charsmap, model};
+    }
+    throw std::runtime_error("no normalizer_spec in the model");
+}
+
+// ---- the precompiled charsmap: a darts-clone double-array trie + NUL-terminated mappings ----
+
+class Charsmap {
+public:
+    explicit Charsmap(const std::string &blob) {
+        if (blob.empty()) return;
+        if (blob.size() < 4) throw std::runtime_error("precompiled charsmap is truncated");
+        uint32_t trie_size = 0;
+        for (int k = 3; k >= 0; --k) trie_size = trie_size << 8 | static_cast<unsigned char>(blob[k]);
+        if (trie_size % 4 || trie_size > blob.size() - 4) throw std::runtime_error("precompiled charsmap is damaged");
+        units_.resize(trie_size / 4);
+        std::memcpy(units_.data(), blob.data() + 4, trie_size);  // little-endian host, as the format
+        normalized_ = blob.substr(4 + trie_size);
+    }
+
+    bool empty() const { return units_.empty(); }
+
+    // The mapping of the shortest charsmap key that is a prefix of s[0:n), if any
+    // (spm_precompiled's transform: the first result of a common-prefix search).
+    bool transform(const char *s, size_t n, std::string &out) const {
+        if (units_.empty()) return false;
+        size_t node = offset(units_[0]);
+        for (size_t i = 0; i < n; ++i) {
+            const unsigned char c = static_cast<unsigned char>(s[i]);
+            node ^= c;
+            if (node >= units_.size()) return false;
+            const uint32_t unit = units_[node];
+            if ((unit & ((1u << 31) | 0xffu)) != c) return false;  // label
+            node ^= offset(unit);
+            if (node >= units_.size()) return false;
+            if ((unit >> 8) & 1) {  // has a leaf: the key s[0:i+1] ends here
+                const size_t at = units_[node] & ((1u << 31) - 1);
+                if (at >= normalized_.size()) return false;
+                const size_t stop = normalized_.find('\0', at);
+                out.append(normalized_, at, (stop == std::string::npos ? normalized_.size() : stop) - at);
+                return true;
+            }
+        }
+        return false;
+    }
+
+private:
+    static size_t offset(uint32_t unit) { return (unit >> 10) << ((unit & (1u << 9)) >> 6); }
+    std::vector<uint32_t> units_;
+    std::string normalized_;
+};
+
+struct Unit {
+    std::string text;
+    int64_t fixed = -1;  // >= 0: an added token's model id (text unused)
+};
+
+}  // namespace
+
+bool valid_utf8(const char *s, size_t n) {
+    const unsigned char *p = reinterpret_cast<const unsigned char *>(s);
+    size_t i = 0;
+    while (i < n) {
+        unsigned char b = p[i];
+        if (b < 0x80) { ++i; continue; }
+        size_t len;
+        uint32_t cp, min;
+        if (b >= 0xc2 && b <= 0xdf) { len = 2; cp = b & 0x1f; min = 0x80; }
+        else if (b >= 0xe0 && b <= 0xef) { len = 3; cp = b & 0x0f; min = 0x800; }
+        else if (b >= 0xf0 && b <= 0xf4) { len = 4; cp = b & 0x07; min = 0x10000; }
+        else return false;
+        if (i + len > n) return false;
+        for (size_t k = 1; k < len; ++k) {
+            if ((p[i + k] & 0xc0) != 0x80) return false;
+            cp = cp << 6 | (p[i + k] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+        i += len;
+    }
+    return true;
+}
+
+struct NllbTokenizer::Scratch {
+    UBreakIterator *graphemes = nullptr;
+    ~Scratch() {
+        if (graphemes) ubrk_close(graphemes);
+    }
+};
+
+struct NllbTokenizer::Impl {
+    sentencepiece::SentencePieceProcessor sp;
+    std::unique_ptr<Charsmap> charsmap;
+    std::map<std::string, int64_t> lang_ids;
+    std::vector<std::pair<std::string, int64_t>> raw_tokens;   // longest first
+    std::vector<std::pair<std::string, int64_t>> norm_tokens;  // (<mask>), longest first, lstrip
+    std::vector<int64_t> table;                                // sentencepiece id -> model id
+    // raw_tokens by first byte, longest first; and a byte every raw token contains (its first
+    // non-alphanumeric one), a cheap test that a word holds no added token at all
+    std::vector<const std::pair<std::string, int64_t> *> by_first[256];
+    bool trigger[256] = {};
+    int64_t eos = 0;
+    bool strip = true;
+    std::mutex pool_mutex;
+    std::vector<std::unique_ptr<Scratch>> pool;
+
+    std::string precompiled(const std::string &text, Scratch &scratch) const;
+    void whitespace(std::string &text) const;
+    void split_normalized(const std::string &text, std::vector<Unit> &out) const;
+};
+
+NllbTokenizer::NllbTokenizer(const std::string &model_path, const TokenizerSpec &spec) : impl_(new Impl) {
+    if (spec.whitespace != "strip" && spec.whitespace != "keep")
+        throw Error(TA_ERR_BUNDLE, "tokenizer whitespace '" + spec.whitespace + "' is not 'strip' or 'keep'");
+    if (spec.lowercase)
+        throw Error(TA_ERR_UNSUPPORTED, "this bundle's tokenizer lowercases its input (lowercase: true), which the C "
+                                        "library does not implement; use the Python engine");
+    if (spec.lang_code_ids.empty())
+        throw Error(TA_ERR_BUNDLE, "the NLLB tokenizer spec has no language codes (lang_code_ids is empty)");
+    std::ifstream in(model_path, std::ios::binary);
+    if (!in) throw Error(TA_ERR_BUNDLE, "tokenizer file " + model_path + " is missing; export the bundle again");
+    std::ostringstream buffer;
+    buffer << in.rdbuf();
+    std::pair<std::string, std::string> models;
+    try {
+        models = identity_model(buffer.str());
+        impl_->charsmap.reset(new Charsmap(models.first));
+    } catch (const std::runtime_error &exc) {
+        throw Error(TA_ERR_BUNDLE, model_path + " is not a readable sentencepiece model (" + exc.what() +
+                                   "); export the bundle again");
+    }
+    const auto status = impl_->sp.LoadFromSerializedProto(models.second);
+    if (!status.ok())
+        throw Error(TA_ERR_BUNDLE, model_path + " is not a readable sentencepiece model (" + status.ToString() +
+                                   "); export the bundle again");
+    impl_->lang_ids = spec.lang_code_ids;
+    impl_->eos = spec.eos_id;
+    impl_->strip = spec.whitespace == "strip";
+    // bundles always list their added tokens; the fallback serves hand-written specs
+    std::map<std::string, int64_t> added = spec.added_tokens;
+    if (added.empty()) added = {{"</s>", spec.eos_id}, {"<pad>", spec.pad_id}, {"<unk>", spec.unk_id}};
+    for (auto &lang : spec.lang_code_ids) added.insert(lang);
+    for (auto &token : added) {
+        if (token.first.empty()) continue;
+        (token.first == "<mask>" ? impl_->norm_tokens : impl_->raw_tokens).push_back(token);
+    }
+    auto longest_first = [](const std::pair<std::string, int64_t> &a, const std::pair<std::string, int64_t> &b) {
+        return a.first.size() > b.first.size();
+    };
+    std::stable_sort(impl_->raw_tokens.begin(), impl_->raw_tokens.end(), longest_first);
+    std::stable_sort(impl_->norm_tokens.begin(), impl_->norm_tokens.end(), longest_first);
+    for (auto &token : impl_->raw_tokens) {
+        impl_->by_first[static_cast<unsigned char>(token.first[0])].push_back(&token);
+        size_t pick = 0;
+        while (pick < token.first.size() && std::isalnum(static_cast<unsigned char>(token.first[pick]))) ++pick;
+        impl_->trigger[static_cast<unsigned char>(token.first[pick < token.first.size() ? pick : 0])] = true;
+    }
+    const int size = impl_->sp.GetPieceSize();
+    impl_->table.resize(size);
+    for (int p = 0; p < size; ++p) impl_->table[p] = p + spec.piece_offset;
+    if (impl_->sp.unk_id() >= 0 && impl_->sp.unk_id() < size) impl_->table[impl_->sp.unk_id()] = spec.unk_id;
+}
+
+NllbTokenizer::~NllbTokenizer() = default;
+
+bool NllbTokenizer::has_lang(const char *lang) const { return lang && impl_->lang_ids.count(lang); }
+
+int64_t NllbTokenizer::lang_id(const char *lang) const {
+    if (!lang) throw Error(TA_ERR_ARGUMENT, "NLLB tokenization needs the sentence's language code (e.g. 'eng_Latn'), got NULL");
+    auto it = impl_->lang_ids.find(lang);
+    if (it != impl_->lang_ids.end()) return it->second;
+    // close codes: same letters ignoring case, else the same first three letters
+    std::string wanted(lang), close;
+    auto lower = [](std::string s) {
+        for (char &c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        return s;
+    };
+    int shown = 0;
+    for (int pass = 0; pass < 2 && close.empty(); ++pass)
+        for (auto &code : impl_->lang_ids) {
+            bool match = pass == 0 ? lower(code.first) == lower(wanted)
+                                   : wanted.size() >= 3 && lower(code.first).rfind(lower(wanted.substr(0, 3)), 0) == 0;
+            if (match && shown < 5) {
+                close += (close.empty() ? "" : ", ") + code.first;
+                ++shown;
+            }
+        }
+    std::string examples;
+    int k = 0;
+    for (auto &code : impl_->lang_ids) {
+        if (k++ == 3) break;
+        examples += (examples.empty() ? "" : ", ") + code.first;
+    }
+    throw Error(TA_ERR_LANGUAGE, "unknown language code '" + wanted + "' for this tokenizer" +
+                                 (close.empty() ? "" : "; closest: " + close) + " (" +
+                                 std::to_string(impl_->lang_ids.size()) + " codes known, e.g. " + examples + ")");
+}
+
+// Opening an ICU break iterator costs far more than tokenizing a sentence: iterators are kept
+// in a small pool and reused (one per concurrent caller).
+void NllbTokenizer::ScratchDeleter::operator()(Scratch *scratch) const {
+    try {
+        std::lock_guard<std::mutex> lock(owner->impl_->pool_mutex);
+        if (owner->impl_->pool.size() < 64) {
+            owner->impl_->pool.emplace_back(scratch);
+            return;
+        }
+    } catch (...) {
+    }
+    delete scratch;
+}
+
+std::unique_ptr<NllbTokenizer::Scratch, NllbTokenizer::ScratchDeleter> NllbTokenizer::new_scratch() const {
+    {
+        std::lock_guard<std::mutex> lock(impl_->pool_mutex);
+        if (!impl_->pool.empty()) {
+            Scratch *scratch = impl_->pool.back().release();
+            impl_->pool.pop_back();
+            return std::unique_ptr<Scratch, ScratchDeleter>(scratch, ScratchDeleter{this});
+        }
+    }
+    std::unique_ptr<Scratch, ScratchDeleter> scratch(new Scratch, ScratchDeleter{this});
+    UErrorCode err = U_ZERO_ERROR;
+    scratch->graphemes = ubrk_open(UBRK_CHARACTER, "", nullptr, 0, &err);
+    if (U_FAILURE(err) || !scratch->graphemes)
+        throw Error(TA_ERR_INTERNAL, std::string("ICU character break iterator: ") + u_errorName(err));
+    return scratch;
+}
+
+std::string NllbTokenizer::Impl::precompiled(const std::string &text, Scratch &scratch) const {
+    if (charsmap->empty() || text.empty()) return text;
+    UErrorCode err = U_ZERO_ERROR;
+    UText *ut = utext_openUTF8(nullptr, text.data(), static_cast<int64_t>(text.size()), &err);
+    ubrk_setUText(scratch.graphemes, ut, &err);
+    if (U_FAILURE(err)) {
+        utext_close(ut);
+        throw Error(TA_ERR_INTERNAL, std::string("ICU grapheme segmentation: ") + u_errorName(err));
+    }
+    std::string out;
+    out.reserve(text.size());
+    int32_t start = ubrk_first(scratch.graphemes);
+    for (int32_t end = ubrk_next(scratch.graphemes); end != UBRK_DONE; start = end, end = ubrk_next(scratch.graphemes)) {
+        const char *cluster = text.data() + start;
+        const size_t size = static_cast<size_t>(end - start);
+        if (size < 6 && charsmap->transform(cluster, size, out)) continue;
+        for (size_t pos = 0; pos < size;) {
+            const size_t len = utf8_len(static_cast<unsigned char>(cluster[pos]));
+            if (!charsmap->transform(cluster + pos, len, out)) out.append(cluster + pos, len);
+            pos += len;
+        }
+    }
+    utext_close(ut);
+    return out;
+}
+
+void NllbTokenizer::Impl::whitespace(std::string &text) const {
+    if (strip) rstrip_white_space(text);
+    if (text.find("  ") == std::string::npos) return;
+    std::string out;
+    for (size_t i = 0; i < text.size();) {
+        if (text[i] == ' ') {
+            size_t j = i;
+            while (j < text.size() && text[j] == ' ') ++j;
+            if (j - i >= 2) out += strip ? kMeta : " ";
+            else out += ' ';
+            i = j;
+        } else {
+            out += text[i++];
+        }
+    }
+    text.swap(out);
+}
+
+// Steps 3-4: cut <mask> (lstrip) out of a normalized segment, Metaspace on the text parts.
+void NllbTokenizer::Impl::split_normalized(const std::string &text, std::vector<Unit> &out) const {
+    auto metaspace = [](std::string part) {
+        std::string s;
+        for (char c : part) {
+            if (c == ' ') s += kMeta;
+            else s += c;
+        }
+        if (!s.empty() && s.compare(0, 3, kMeta) != 0) s.insert(0, kMeta);
+        return s;
+    };
+    size_t pos = 0, scan = 0;
+    while (scan < text.size() && !norm_tokens.empty()) {
+        const std::pair<std::string, int64_t> *hit = nullptr;
+        for (auto &token : norm_tokens)
+            if (text.compare(scan, token.first.size(), token.first) == 0) {
+                hit = &token;
+                break;
+            }
+        if (!hit) {
+            ++scan;
+            continue;
+        }
+        std::string left = text.substr(pos, scan - pos);
+        rstrip_white_space(left);  // lstrip: the token swallows the whitespace before it
+        if (!left.empty()) out.push_back({metaspace(left), -1});
+        out.push_back({std::string(), hit->second});
+        scan += hit->first.size();
+        pos = scan;
+    }
+    if (pos < text.size()) out.push_back({metaspace(text.substr(pos)), -1});
+    else if (pos == 0) out.push_back({std::string(), -1});  // an empty segment stays one (empty) unit
+}
+
+Encoded NllbTokenizer::encode(const char *const *words, size_t n_words, int64_t lang_id, Scratch &scratch) const {
+    const Impl &im = *impl_;
+    Encoded enc;
+    enc.ids.push_back(lang_id);
+    enc.word_ids.push_back(-1);
+    std::vector<int> pieces;
+    std::vector<Unit> raw, units;
+    for (size_t w = 0; w < n_words; ++w) {
+        const std::string word(words[w]);
+        // step 1: raw added tokens, leftmost-longest
+        raw.clear();
+        size_t pos = 0, scan = 0;
+        bool any = false;
+        for (unsigned char c : word) any = any || im.trigger[c];
+        if (!any) scan = word.size();
+        while (scan < word.size()) {
+            const std::pair<std::string, int64_t> *hit = nullptr;
+            for (auto *token : im.by_first[static_cast<unsigned char>(word[scan])])
+                if (word.compare(scan, token->first.size(), token->first) == 0) {
+                    hit = token;
+                    break;
+                }
+            if (!hit) {
+                ++scan;
+                continue;
+            }
+            if (scan > pos) raw.push_back({word.substr(pos, scan - pos), -1});
+            raw.push_back({std::string(), hit->second});
+            scan += hit->first.size();
+            pos = scan;
+        }
+        if (pos < word.size() || raw.empty()) raw.push_back({word.substr(pos), -1});
+        // steps 2-4 on each text unit
+        units.clear();
+        for (Unit &unit : raw) {
+            if (unit.fixed >= 0) {
+                units.push_back(unit);
+                continue;
+            }
+            std::string text = im.precompiled(unit.text, scratch);
+            im.whitespace(text);
+            im.split_normalized(text, units);
+        }
+        // step 5: sentencepiece
+        for (const Unit &unit : units) {
+            if (unit.fixed >= 0) {
+                enc.ids.push_back(unit.fixed);
+                enc.word_ids.push_back(static_cast<int32_t>(w));
+                continue;
+            }
+            if (unit.text.empty()) continue;
+            pieces.clear();
+            const auto status = im.sp.Encode(unit.text, &pieces);
+            if (!status.ok()) throw Error(TA_ERR_INTERNAL, "sentencepiece: " + status.ToString());
+            for (int p : pieces) {
+                if (p < 0 || static_cast<size_t>(p) >= im.table.size())
+                    throw Error(TA_ERR_INTERNAL, "sentencepiece returned the id " + std::to_string(p) + " outside its vocabulary");
+                enc.ids.push_back(im.table[p]);
+                enc.word_ids.push_back(static_cast<int32_t>(w));
+            }
+        }
+    }
+    enc.ids.push_back(im.eos);
+    enc.word_ids.push_back(-1);
+    return enc;
+}
+
+}  // namespace ta

@@ -1,0 +1,63 @@
+"""`transalign align-corpus`: a whole parallel corpus into resumable alignment shards."""
+
+from __future__ import annotations
+
+from transalign.engine.defaults import DEFAULT_BATCH_TOKENS
+
+INPUT_FORMATS = ("fast_align", "tsv", "jsonl", "parquet")
+OUTPUT_FORMATS = ("pharaoh", "id", "jsonl", "parquet")
+DEFAULT_SHARD_PAIRS = 100_000  # kept equal to transalign.corpus.job.DEFAULT_SHARD_PAIRS (a test checks)
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "align-corpus",
+        help="align a parallel corpus file into resumable shards (in process or on Ray)",
+        description="Align every pair of INPUT into OUTDIR/part-00000.EXT, part-00001.EXT, ... (SHARD_PAIRS "
+                    "pairs each, written atomically) and OUTDIR/manifest.json. The shards in name order are the "
+                    "whole result in input order; for pharaoh, exactly what `transalign align` writes.",
+    )
+    p.add_argument("bundle", help="bundle directory made by `transalign export`")
+    p.add_argument("input", help="parallel corpus: `src ||| tgt` lines, TSV, JSONL or Parquet")
+    p.add_argument("-o", "--outdir", required=True, help="output directory (new or empty, or the job to --resume)")
+    p.add_argument("--input-format", choices=INPUT_FORMATS,
+                   help="default: from the extension (.tsv .jsonl .parquet), else from the first line")
+    p.add_argument("--src-lang", help="source language code for rows without a src_lang column (NLLB bundles)")
+    p.add_argument("--tgt-lang", help="target language code for rows without a tgt_lang column (NLLB bundles)")
+    p.add_argument("--output-format", choices=OUTPUT_FORMATS, default="pharaoh",
+                   help="pharaoh: `i-j ...`; id: `ID<TAB>i-j ...` (the input's id, else the 0-based pair index); "
+                        "jsonl: {\"id\", \"links\"}; parquet: columns id, links, skipped (default: pharaoh)")
+    p.add_argument("--shard-pairs", type=int, default=DEFAULT_SHARD_PAIRS,
+                   help=f"pairs per shard (default {DEFAULT_SHARD_PAIRS:,})")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted job in OUTDIR (same input, bundle and options)")
+    p.add_argument("--ray", nargs="?", const=True, default=False, metavar="ADDRESS",
+                   help="run on Ray Data actors: the cluster at ADDRESS, or a local one (needs the `ray` extra)")
+    p.add_argument("--workers", type=int, default=1, help="Ray actors, one Aligner each (default 1)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per Ray actor (default 0)")
+    p.add_argument("--threads", type=int, help="CPU threads (per Ray actor with --ray; default: all cores, "
+                                               "1 per actor with --ray)")
+    p.add_argument("--threshold", type=float, help="alignment threshold (default: the bundle's)")
+    p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--precision", choices=("fp32", "int8", "fp16"), default="fp32")
+    p.add_argument("--batch-tokens", type=int, help="padded tokens per encoder batch (default "
+                   f"{DEFAULT_BATCH_TOKENS['cpu']} CPU, {DEFAULT_BATCH_TOKENS['cuda']} CUDA)")
+    p.add_argument("--skip-long", action="store_true",
+                   help="write pairs longer than the model's maximum with no links instead of failing")
+    p.add_argument("--quiet", action="store_true", help="no line per shard on stderr")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from transalign.corpus.job import align_corpus, stderr_log
+
+    summary = align_corpus(
+        args.bundle, args.input, args.outdir, input_format=args.input_format, src_lang=args.src_lang,
+        tgt_lang=args.tgt_lang, output_format=args.output_format, shard_pairs=args.shard_pairs, resume=args.resume,
+        ray=args.ray, workers=args.workers, gpus_per_worker=args.gpus_per_worker, precision=args.precision,
+        provider=args.provider, threshold=args.threshold, batch_tokens=args.batch_tokens, skip_long=args.skip_long,
+        threads=args.threads, log=None if args.quiet else stderr_log)
+    if not args.quiet:
+        stderr_log(f"{summary.outdir}: {summary.pairs} pairs in {summary.shards} shards "
+                   f"({summary.written} written now)" + (f", {summary.skipped} too long" if summary.skipped else ""))
+    return 0

@@ -1,0 +1,90 @@
+"""`transalign project-with BUNDLE LABELED UNLABELED -o OUT`: align and project in one pass."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from transalign.cli import project_cmd
+from transalign.engine.defaults import DEFAULT_BATCH_TOKENS
+
+_DESCRIPTION = """\
+Align the words of UNLABELED and LABELED (CoNLL files, one token per line in the first column)
+with BUNDLE and project the BIO labels of LABELED (last column) onto UNLABELED through the
+links as they are computed, without an alignment file: exactly what `transalign align` on the
+two files (--input-format conll) followed by `transalign project` gives, in one pass.
+
+Sides, as in the reference pipeline (the authors' bam-en alignments): the alignment's source is
+UNLABELED and its target LABELED, so --src-lang is UNLABELED's language and --tgt-lang
+LABELED's; the links I-J have I on UNLABELED. With --reverse the alignment runs from LABELED
+(--src-lang) to UNLABELED (--tgt-lang), as `align --src LABELED --tgt UNLABELED` followed by
+`project --reverse` would."""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("project-with", help="align with a bundle and project BIO labels in one pass",
+                       description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bundle", help="bundle directory made by `transalign export`")
+    p.add_argument("labeled", metavar="LABELED", help="CoNLL file with BIO labels in the last column")
+    p.add_argument("unlabeled", metavar="UNLABELED", help="CoNLL file of the side receiving labels (word first)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="projected CoNLL file to write")
+    p.add_argument("--src-lang", help="language of the alignment's source side: UNLABELED's (LABELED's with "
+                                      "--reverse); required for NLLB bundles")
+    p.add_argument("--tgt-lang", help="language of the alignment's target side: LABELED's (UNLABELED's with "
+                                      "--reverse); required for NLLB bundles")
+    p.add_argument("--reverse", action="store_true",
+                   help="align LABELED (source) with UNLABELED (target) instead of the other way round")
+    p.add_argument("--complete-from", action="store_true",
+                   help="drop an entity if any of its labeled words has no link")
+    p.add_argument("--complete-to", action="store_true",
+                   help="drop an entity if the unlabeled words linked to it are not contiguous")
+    p.add_argument("--restrict-to", action="store_true",
+                   help="a single-word entity labels only one word (its B- tag), even if linked to several")
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    p.add_argument("--threshold", type=float, help="alignment threshold of --method softmax (default: the bundle's)")
+    p.add_argument("--method", choices=("softmax", "argmax", "itermax"), default="softmax",
+                   help="link extraction method, as for `align` (default softmax, the paper's)")
+    p.add_argument("--word-level", choices=("any", "mean"), default="any",
+                   help="word-level aggregation, as for `align` (default any, the paper's)")
+    p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--precision", choices=("fp32", "int8", "fp16"), default="fp32")
+    p.add_argument("--batch-tokens", type=int, help="padded tokens per encoder batch (default "
+                   f"{DEFAULT_BATCH_TOKENS['cpu']} CPU, {DEFAULT_BATCH_TOKENS['cuda']} CUDA)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    p.add_argument("--skip-long", action="store_true",
+                   help="pairs with a sentence longer than the model's maximum get no links (nothing projected) "
+                        "instead of failing")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from transalign.cli import UserError
+    from transalign.engine.aligner import Aligner
+    from transalign.formats.text import iter_sentences
+    from transalign.projection import project_labels
+
+    if args.threshold is not None and args.method != "softmax":
+        raise UserError(f"--threshold applies to --method softmax only, not to --method {args.method}")
+    counts = [sum(1 for _ in iter_sentences(path, "conll")) for path in (args.labeled, args.unlabeled)]
+    if counts[0] != counts[1]:
+        raise UserError(f"{args.labeled} has {counts[0]} sentences but {args.unlabeled} has {counts[1]}; "
+                        "every labeled sentence needs exactly one unlabeled one (nothing was written)")
+    # streamed, with the reader `align --input-format conll` uses
+    labeled = (words for _, words in iter_sentences(args.labeled, "conll"))
+    unlabeled = (words for _, words in iter_sentences(args.unlabeled, "conll"))
+    src, tgt = (labeled, unlabeled) if args.reverse else (unlabeled, labeled)
+    aligner = Aligner.load(args.bundle, provider=args.provider, precision=args.precision, threads=args.threads)
+    results = aligner.align_iter(src, tgt, args.src_lang, args.tgt_lang, args.threshold,
+                                 batch_tokens=args.batch_tokens, on_too_long="skip" if args.skip_long else "error",
+                                 method=args.method, word_level=args.word_level)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the skipped-pairs count is reported below, once
+        result = project_labels(args.labeled, args.unlabeled, (r.links for r in results), args.output,
+                                reverse=args.reverse, complete_from=args.complete_from,
+                                complete_to=args.complete_to, restrict_to=args.restrict_to)
+    if aligner.stats.skipped:
+        print(f"transalign project-with: {aligner.stats.skipped} of {counts[0]} pairs were longer than the model's "
+              f"{aligner.manifest.max_positions} tokens and got no links", file=sys.stderr)
+    project_cmd.report(args, result.stats)
+    return 0

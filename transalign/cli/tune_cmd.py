@@ -1,0 +1,85 @@
+"""`transalign tune BUNDLE --gold-dir DIR`: pick the extraction setting with the lowest AER."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from transalign.engine.defaults import DEFAULT_BATCH_TOKENS
+
+_DESCRIPTION = """\
+Align the gold set of DIR (src.txt, tgt.txt: one sentence per line, words split on whitespace;
+gold.txt: I-J sure and IpJ possible links, 0-based) once through the encoder, extract links by
+every method, word level and threshold from the same hidden states, and print precision,
+recall, F1 and AER of each (as `transalign eval`) and the setting with the lowest AER, written
+as the `transalign align` options that reproduce it. Ties keep the bundle's own setting."""
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(not 0.0 <= v < 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"thresholds must be in [0, 1), got {text!r}")
+    return values
+
+
+def _names(allowed: tuple[str, ...]):
+    def parse(text: str) -> list[str]:
+        names = [v.strip() for v in text.split(",") if v.strip()]
+        bad = [v for v in names if v not in allowed]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(f"{', '.join(bad) or repr(text)}: expected a comma-separated subset "
+                                             f"of {', '.join(allowed)}")
+        return names
+    return parse
+
+
+def register(sub) -> None:
+    from transalign.tuning import DEFAULT_THRESHOLDS
+
+    methods, word_levels = ("softmax", "argmax", "itermax"), ("any", "mean")
+    p = sub.add_parser("tune", help="evaluate extraction methods and thresholds on gold alignments",
+                       description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bundle", help="bundle directory made by `transalign export`")
+    p.add_argument("--gold-dir", required=True, metavar="DIR", help="directory with src.txt, tgt.txt, gold.txt")
+    p.add_argument("--src-lang", help="source language code (required for NLLB bundles)")
+    p.add_argument("--tgt-lang", help="target language code (required for NLLB bundles)")
+    p.add_argument("--thresholds", type=_floats, default=list(DEFAULT_THRESHOLDS),
+                   help="softmax thresholds to try, comma-separated (default "
+                        f"{','.join(f'{t:g}' for t in DEFAULT_THRESHOLDS)}; the bundle's own is always tried)")
+    p.add_argument("--methods", type=_names(methods), default=list(methods),
+                   help=f"methods to try (default {','.join(methods)})")
+    p.add_argument("--word-levels", type=_names(word_levels), default=list(word_levels),
+                   help=f"word levels to try (default {','.join(word_levels)})")
+    p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--precision", choices=("fp32", "int8", "fp16"), default="fp32")
+    p.add_argument("--batch-tokens", type=int, help="padded tokens per encoder batch (default "
+                   f"{DEFAULT_BATCH_TOKENS['cpu']} CPU, {DEFAULT_BATCH_TOKENS['cuda']} CUDA)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    p.add_argument("--json", action="store_true", help="print every row and the best setting as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from transalign.engine.aligner import Aligner
+    from transalign.tuning import read_gold_dir, settings, tune
+
+    src, tgt, gold = read_gold_dir(args.gold_dir)
+    aligner = Aligner.load(args.bundle, provider=args.provider, precision=args.precision, threads=args.threads)
+    extractions = settings(aligner, args.thresholds, args.methods, args.word_levels)
+    result = tune(aligner, src, tgt, gold, extractions, args.src_lang, args.tgt_lang, batch_tokens=args.batch_tokens)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(f"{len(src)} pairs of {args.gold_dir}, {aligner.precision}, one encoder pass")
+    print(f"{'setting':<24}{'AER':>8}{'P':>8}{'R':>8}{'F1':>8}{'links':>10}")
+    for row in result.rows:
+        s = row.scores
+        mark = "  <- best" if row is result.best else ""
+        print(f"{row.extraction.label():<24}{s.aer:>8.4f}{s.precision:>8.4f}{s.recall:>8.4f}{s.f1:>8.4f}"
+              f"{s.predicted:>10}{mark}")
+    print(f"best: {result.best.extraction.label()} (AER {result.best.scores.aer:.4f}); "
+          f"use: transalign align {args.bundle} {result.best.flags()} ...")
+    return 0

@@ -1,0 +1,387 @@
+"""Parallel-corpus readers and alignment shard writers for corpus jobs.
+
+Input formats (one sentence pair per line or row, words split on whitespace):
+
+    fast_align  ``src ||| tgt`` (fast_align, eflomal, awesome-align)
+    tsv         ``src<TAB>tgt``; 3 columns ``id src tgt``; 4 ``src tgt src_lang tgt_lang``;
+                5 ``id src tgt src_lang tgt_lang``; or any of those columns named in a header line
+    jsonl       ``{"id", "src", "tgt", "src_lang", "tgt_lang"}`` per line (src and tgt required;
+                each a string or a list of words)
+    parquet     columns ``src``, ``tgt`` (string or list of strings), optional ``id``,
+                ``src_lang``, ``tgt_lang`` (needs pyarrow: the ``ray`` extra)
+
+Readers stream (one line or one Parquet batch at a time) and can start at a recorded position
+(a byte offset, or a row for Parquet), so a resumed or distributed job reads only its part.
+A malformed row is a :class:`~transalign.alignment_io.FormatError` naming the file and line
+(Parquet: row): a pair is never dropped or shifted silently.
+
+Output formats, one record per pair: ``pharaoh`` (``i-j ...``, exactly the lines of
+``transalign align``), ``id`` (``ID<TAB>i-j ...``), ``jsonl`` (``{"id", "links"}``) and
+``parquet`` (columns id, links). Shards are written atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from transalign.alignment_io import FormatError, atomic_open, format_line
+
+INPUT_FORMATS = ("fast_align", "tsv", "jsonl", "parquet")
+OUTPUT_FORMATS = ("pharaoh", "id", "jsonl", "parquet")
+EXTENSIONS = {"pharaoh": "txt", "id": "txt", "jsonl": "jsonl", "parquet": "parquet"}
+TSV_LAYOUTS = {2: ("src", "tgt"), 3: ("id", "src", "tgt"), 4: ("src", "tgt", "src_lang", "tgt_lang"),
+               5: ("id", "src", "tgt", "src_lang", "tgt_lang")}
+COLUMNS = ("id", "src", "tgt", "src_lang", "tgt_lang")
+PARQUET_BATCH_ROWS = 8192
+
+
+class Pair(NamedTuple):
+    """One input pair. ``pos``: where its line starts (byte offset; Parquet: 0-based row), so a
+    reader can restart there; ``lineno``: 1-based line (Parquet: row) for messages."""
+
+    src: list[str]
+    tgt: list[str]
+    id: str | None
+    src_lang: str | None
+    tgt_lang: str | None
+    pos: int
+    lineno: int
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """The input format from the extension, else from the first line; an error if unclear."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    by_suffix = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl",
+                 ".json": "jsonl", ".tsv": "tsv"}
+    if suffix in by_suffix:
+        return by_suffix[suffix]
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+            handle.seek(0)
+            first = handle.readline(1 << 20)
+    except FileNotFoundError:
+        raise FormatError("file not found", path) from None
+    except IsADirectoryError:
+        raise FormatError("is a directory, expected a parallel corpus file", path) from None
+    if head == b"PAR1":
+        return "parquet"
+    text = first.decode("utf-8", errors="replace").lstrip("\ufeff")
+    if text.lstrip().startswith("{"):
+        return "jsonl"
+    if "|||" in text:
+        return "fast_align"
+    if "\t" in text:
+        return "tsv"
+    raise FormatError("cannot tell the input format from the first line (no `|||`, tab or JSON object); "
+                      f"give --input-format ({', '.join(INPUT_FORMATS)})", path, 1)
+
+
+def iter_pairs(path: str | os.PathLike, fmt: str, start: int = 0, start_lineno: int = 1) -> Iterator[Pair]:
+    """Stream the pairs of ``path`` from position ``start`` (a ``Pair.pos`` from an earlier read,
+    or 0) on; ``start_lineno`` is the line number of that position."""
+    if fmt not in INPUT_FORMATS:
+        raise ValueError(f"input format {fmt!r} is not one of {', '.join(INPUT_FORMATS)}")
+    if fmt == "parquet":
+        yield from _iter_parquet(Path(path), start)
+        return
+    parse = {"fast_align": _parse_fast_align, "jsonl": _parse_jsonl}.get(fmt)
+    if fmt == "tsv":
+        layout, header = _tsv_layout(Path(path))
+        parse = _tsv_parser(layout)
+        if header and start == 0:
+            start, start_lineno = header, 2  # header = byte length of the header line
+    for pos, lineno, text in _iter_lines(Path(path), start, start_lineno):
+        try:
+            src, tgt, ident, src_lang, tgt_lang = parse(text)
+        except ValueError as exc:
+            raise FormatError(str(exc), path, lineno) from None
+        yield Pair(src, tgt, ident, src_lang, tgt_lang, pos, lineno)
+
+
+def _iter_lines(path: Path, start: int, lineno: int) -> Iterator[tuple[int, int, str]]:
+    """(byte offset, 1-based line number, text without line end) from ``start`` on."""
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        raise FormatError("file not found", path) from None
+    with handle:
+        handle.seek(start)
+        pos = start
+        for raw in handle:
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise FormatError(f"invalid UTF-8 at byte {exc.start} of the line; convert the file to UTF-8",
+                                  path, lineno) from None
+            if pos == 0 and text.startswith("\ufeff"):
+                text = text[1:]
+            yield pos, lineno, text.rstrip("\r\n")
+            pos += len(raw)
+            lineno += 1
+
+
+def _parse_fast_align(text: str):
+    if "|||" not in text:
+        raise ValueError("missing ` ||| ` between source and target (fast_align format: `src ||| tgt`)")
+    src, _, tgt = text.partition("|||")
+    if "|||" in tgt:
+        raise ValueError("more than one `|||` on the line; expected `src ||| tgt`")
+    return src.split(), tgt.split(), None, None, None
+
+
+def _tsv_layout(path: Path) -> tuple[tuple[str, ...], int]:
+    """(column names, byte length of the header line or 0) from the first line."""
+    first = next(_iter_lines(path, 0, 1), None)
+    if first is None:
+        return TSV_LAYOUTS[2], 0
+    fields = first[2].split("\t")
+    names = tuple(f.strip().lower() for f in fields)
+    if {"src", "tgt"} <= set(names) and set(names) <= set(COLUMNS) and len(set(names)) == len(names):
+        with open(path, "rb") as handle:
+            return names, len(handle.readline())
+    if len(fields) not in TSV_LAYOUTS:
+        raise FormatError(f"{len(fields)} tab-separated columns; expected 2 (src tgt), 3 (id src tgt), "
+                          "4 (src tgt src_lang tgt_lang), 5 (id src tgt src_lang tgt_lang) or a header line "
+                          f"naming columns among {', '.join(COLUMNS)}", path, 1)
+    return TSV_LAYOUTS[len(fields)], 0
+
+
+def _tsv_parser(layout: tuple[str, ...]):
+    where = {name: layout.index(name) if name in layout else None for name in COLUMNS}
+
+    def parse(text: str):
+        fields = text.split("\t")
+        if len(fields) != len(layout):
+            raise ValueError(f"{len(fields)} tab-separated columns, expected {len(layout)} "
+                             f"({' '.join(layout)}) as on the first line")
+
+        def get(name):
+            k = where[name]
+            return None if k is None else fields[k].strip() or None
+
+        ident = get("id")
+        if where["id"] is not None and ident is None:
+            raise ValueError("empty id column")
+        return fields[where["src"]].split(), fields[where["tgt"]].split(), ident, get("src_lang"), get("tgt_lang")
+
+    return parse
+
+
+def _words(value, name: str) -> list[str]:
+    if isinstance(value, str):
+        return value.split()
+    if isinstance(value, list) and all(isinstance(w, str) for w in value):
+        return list(value)
+    raise ValueError(f"{name!r} must be a string or a list of strings, got {type(value).__name__}")
+
+
+def _ident(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError(f"'id' must be a string or an integer, got {value!r}")
+    ident = str(value)
+    if not ident or any(ch in ident for ch in "\t\n\r"):
+        raise ValueError(f"'id' {ident!r} must be non-empty and free of tabs and newlines")
+    return ident
+
+
+def _lang(value, name: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{name!r} must be a string, got {value!r}")
+    return value
+
+
+def _parse_jsonl(text: str):
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"bad JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object with src and tgt, got {type(record).__name__}")
+    for name in ("src", "tgt"):
+        if name not in record:
+            raise ValueError(f"missing {name!r} (a JSON line needs src and tgt)")
+    return (_words(record["src"], "src"), _words(record["tgt"], "tgt"), _ident(record.get("id")),
+            _lang(record.get("src_lang"), "src_lang"), _lang(record.get("tgt_lang"), "tgt_lang"))
+
+
+def _pyarrow():
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise ImportError("Parquet corpora need pyarrow: pip install 'transalign[ray]' (or just pyarrow)") from None
+    return pyarrow, pyarrow.parquet
+
+
+def _iter_parquet(path: Path, start: int) -> Iterator[Pair]:
+    _, pq = _pyarrow()
+
+    try:
+        pf = pq.ParquetFile(path)
+    except FileNotFoundError:
+        raise FormatError("file not found", path) from None
+    except Exception as exc:  # pyarrow raises ArrowInvalid for a file that is not Parquet
+        raise FormatError(f"cannot read as Parquet ({exc})", path) from None
+    names = set(pf.schema_arrow.names)
+    missing = [c for c in ("src", "tgt") if c not in names]
+    if missing:
+        raise FormatError(f"no column {' or '.join(missing)} (columns: {', '.join(sorted(names))})", path)
+    columns = [c for c in COLUMNS if c in names]
+    meta = pf.metadata
+    first_row, groups = 0, []
+    for g in range(meta.num_row_groups):
+        rows = meta.row_group(g).num_rows
+        if not groups and first_row + rows <= start:
+            first_row += rows  # a whole row group before the start: not read at all
+        else:
+            groups.append(g)
+    if not groups:
+        return
+    row = first_row
+    for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=groups, columns=columns):
+        data = {c: batch.column(c).to_pylist() for c in columns}
+        for k in range(batch.num_rows):
+            if row >= start:
+                yield _parquet_pair(path, data, k, row)
+            row += 1
+
+
+def _parquet_pair(path: Path, data: dict, k: int, row: int) -> Pair:
+    try:
+        values = {c: data[c][k] if c in data else None for c in COLUMNS}
+        for name in ("src", "tgt"):
+            if values[name] is None:
+                raise ValueError(f"{name} is null")
+        return Pair(_words(values["src"], "src"), _words(values["tgt"], "tgt"), _ident(values["id"]),
+                    _lang(values["src_lang"], "src_lang"), _lang(values["tgt_lang"], "tgt_lang"), row, row + 1)
+    except ValueError as exc:
+        raise FormatError(f"row {row + 1}: {exc}", path) from None
+
+
+# ---- shard writers ---------------------------------------------------------------------------
+
+class Record(NamedTuple):
+    """One output record: the pair's id (the input's, else its 0-based index), links, skip reason."""
+
+    id: str
+    links: Sequence[tuple[int, int]]
+    skipped: str | None = None
+
+
+class ShardWriter:
+    """Writes one shard in pieces to a temporary file beside ``path``; ``commit()`` renames it
+    into place (atomic), ``abort()`` removes it. As a context manager: commit on success, abort on
+    an exception. Memory holds one piece, not the shard."""
+
+    def __init__(self, path: str | os.PathLike, fmt: str):
+        if fmt not in OUTPUT_FORMATS:
+            raise ValueError(f"output format {fmt!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+        self.path, self.fmt = Path(path), fmt
+        self._parquet = None
+        if fmt == "parquet":
+            fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+            os.close(fd)
+        else:
+            self._context = atomic_open(self.path)
+            self._out = self._context.__enter__()
+
+    def write(self, records: Sequence[Record]) -> None:
+        if self.fmt == "parquet":
+            self._write_parquet(records)
+            return
+        lines = []
+        for rec in records:
+            if self.fmt == "pharaoh":
+                lines.append(format_line(rec.links))
+            elif self.fmt == "id":
+                lines.append(format_line(rec.links, id=rec.id))
+            else:
+                item = {"id": rec.id, "links": [list(link) for link in rec.links]}
+                if rec.skipped:
+                    item["skipped"] = rec.skipped
+                lines.append(json.dumps(item, ensure_ascii=False))
+        self._out.write("".join(line + "\n" for line in lines))
+
+    def _write_parquet(self, records: Sequence[Record]) -> None:
+        pa, pq = _pyarrow()
+        table = pa.table({
+            "id": pa.array([r.id for r in records], pa.string()),
+            "links": pa.array([[list(link) for link in r.links] for r in records], pa.list_(pa.list_(pa.int32()))),
+            "skipped": pa.array([r.skipped for r in records], pa.string()),
+        })
+        if self._parquet is None:
+            self._parquet = pq.ParquetWriter(self._tmp, table.schema)
+        self._parquet.write_table(table)
+
+    def commit(self) -> None:
+        if self.fmt != "parquet":
+            self._context.__exit__(None, None, None)
+            return
+        try:
+            if self._parquet is None:
+                self._write_parquet([])
+            self._parquet.close()
+            with open(self._tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.chmod(self._tmp, 0o644)
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        if self.fmt != "parquet":
+            with contextlib.suppress(RuntimeError):  # atomic_open removes its temporary file
+                self._context.__exit__(RuntimeError, RuntimeError("aborted"), None)
+            return
+        if self._parquet is not None:
+            with contextlib.suppress(Exception):
+                self._parquet.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._tmp)
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def write_shard(path: str | os.PathLike, fmt: str, records: Sequence[Record]) -> None:
+    """Write one whole shard atomically: it appears, complete, or not at all."""
+    with ShardWriter(path, fmt) as out:
+        out.write(records)
+
+
+def read_shard(path: str | os.PathLike, fmt: str) -> list[Record]:
+    """The records of a shard (for tests and for users checking a job)."""
+    if fmt == "parquet":
+        _, pq = _pyarrow()
+        table = pq.read_table(path).to_pydict()
+        return [Record(i, [tuple(x) for x in links], s)
+                for i, links, s in zip(table["id"], table["links"], table["skipped"])]
+    out = []
+    for k, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines()):
+        if fmt == "jsonl":
+            item = json.loads(line)
+            out.append(Record(item["id"], [tuple(x) for x in item["links"]], item.get("skipped")))
+        else:
+            ident, _, body = line.rpartition("\t") if fmt == "id" else ("", "", line)
+            links = [tuple(map(int, tok.split("-"))) for tok in body.split()]
+            out.append(Record(ident if fmt == "id" else str(k), links))
+    return out

@@ -1,0 +1,195 @@
+"""Batch-invariant int8: static activation scales, calibrated at export, with smoothing.
+
+ONNX Runtime's dynamic quantization computes one activation scale per tensor *per run*, over
+the whole padded batch, so a pair's links changed with its batch neighbours (issue 12). Here
+every quantized MatMul ``Y = X W`` gets constants instead:
+
+1. **Calibration.** The fp32 graph runs each calibration sentence on its own (batch of one, no
+   padding) and records, per input channel j of every quantized activation X, ``min X_j`` and
+   ``max X_j`` over all tokens.
+2. **Smoothing** (SmoothQuant, Xiao et al. 2023). Per-tensor int8 loses the small channels
+   when a few channels carry outliers. With ``a_j = max |X_j|`` and ``w_j = max_n |W[j, n]|``
+   (over every MatMul reading X), ``s_j = (a_j ** alpha) / (w_j ** (1 - alpha))`` and the exact
+   identity ``X W = (X / s) (s W)`` moves the outliers into the weights, which are quantized
+   per output channel and absorb them easily. A ``Mul`` by ``1 / s`` is inserted before the
+   MatMuls and their weight rows are scaled by ``s`` (fp32, before quantization).
+3. **Static scales.** ``quantize_dynamic`` makes the int8 graph (weights per output channel),
+   then each ``DynamicQuantizeLinear`` becomes a ``QuantizeLinear`` with the calibrated scale and
+   zero point of ``X / s`` (uint8, asymmetric: ``scale = (max - min) / 255`` over a range that
+   includes 0). Values outside the calibrated range saturate.
+
+Every scale is a constant of the graph, so a token's result depends on that token's sequence
+only: never on the batch, the padding, the batch size or the thread count (int32 accumulation
+is exact). Padding rows cannot influence real rows.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from transalign.export.errors import ExportError
+from transalign.export.quiet import quiet_logger
+
+DEFAULT_SMOOTH_ALPHA = 0.5
+_SMOOTH_LIMITS = (1e-3, 1e3)  # keep s finite for dead or constant channels
+
+
+@dataclass(frozen=True)
+class ChannelRanges:
+    """Per-channel minimum and maximum of one activation over the calibration tokens."""
+
+    low: np.ndarray
+    high: np.ndarray
+
+
+def _quantized_matmuls(model, keep_fp32) -> dict[str, list]:
+    """Activation name -> the MatMul nodes (constant 2-D weight, not kept fp32) that read it."""
+    weights = {init.name for init in model.graph.initializer if len(init.dims) == 2}
+    groups: dict[str, list] = {}
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and node.input[1] in weights and node.name not in set(keep_fp32):
+            groups.setdefault(node.input[0], []).append(node)
+    return groups
+
+
+def calibrate(fp32_path: Path, names: list[str], batches: list[np.ndarray]) -> dict[str, ChannelRanges]:
+    """Run each token row (batch of one, no padding) and reduce every named activation per channel."""
+    import onnx
+    import onnxruntime as ort
+
+    graph_only = onnx.load(str(fp32_path), load_external_data=False)
+    del graph_only.graph.output[:]
+    for name in names:
+        graph_only.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    # saved beside the original so its external weights resolve; removed right after loading
+    with tempfile.NamedTemporaryFile(dir=fp32_path.parent, suffix=".calibration.onnx") as handle:
+        onnx.save(graph_only, handle.name)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(handle.name, options, providers=["CPUExecutionProvider"])
+    low = {name: None for name in names}
+    high = dict(low)
+    for ids in batches:
+        feed = {"input_ids": ids[None, :].astype(np.int64), "attention_mask": np.ones((1, len(ids)), np.int64)}
+        for name, value in zip(names, session.run(names, feed)):
+            flat = value.reshape(-1, value.shape[-1])
+            lo, hi = flat.min(axis=0), flat.max(axis=0)
+            low[name] = lo if low[name] is None else np.minimum(low[name], lo)
+            high[name] = hi if high[name] is None else np.maximum(high[name], hi)
+    for name in names:
+        if low[name] is None or not (np.isfinite(low[name]).all() and np.isfinite(high[name]).all()):
+            raise ExportError(f"int8 calibration: activation {name} is not finite on the calibration text")
+    return {name: ChannelRanges(low[name].astype(np.float64), high[name].astype(np.float64)) for name in names}
+
+
+def smoothing_factors(ranges: ChannelRanges, weights: list[np.ndarray], alpha: float) -> np.ndarray:
+    """``s_j = a_j^alpha / w_j^(1 - alpha)`` (see the module docstring), clipped to a sane range."""
+    a = np.maximum(np.abs(ranges.low), np.abs(ranges.high))
+    w = np.max([np.abs(W).max(axis=1) for W in weights], axis=0).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.power(a, alpha) / np.power(w, 1.0 - alpha)
+    s[~np.isfinite(s) | (s <= 0)] = 1.0
+    return np.clip(s, *_SMOOTH_LIMITS)
+
+
+def _smooth(fp32_path: Path, out_path: Path, keep_fp32, ranges, alpha: float) -> dict[str, np.ndarray]:
+    """Write ``out_path``: the fp32 graph with ``X / s`` before each group, weight rows times s."""
+    import onnx
+    from onnx import numpy_helper
+
+    from transalign.export.graph import save_with_external_data
+
+    model = onnx.load(str(fp32_path))
+    groups = _quantized_matmuls(model, keep_fp32)
+    inits = {init.name: init for init in model.graph.initializer}
+    factors = {}
+    new_nodes = []
+    for activation, nodes in groups.items():
+        weights = [numpy_helper.to_array(inits[n.input[1]]) for n in nodes]
+        s = smoothing_factors(ranges[activation], weights, alpha)
+        factors[activation] = s
+        for node, weight in zip(nodes, weights):
+            inits[node.input[1]].CopyFrom(numpy_helper.from_array((weight * s[:, None]).astype(np.float32),
+                                                                  node.input[1]))
+            node.input[0] = f"{activation}_smoothed"
+        inv = f"{activation}_smooth_inverse"
+        model.graph.initializer.append(numpy_helper.from_array((1.0 / s).astype(np.float32), inv))
+        # inserted right before the first reader: X is produced earlier, so the order stays valid
+        new_nodes.append((nodes[0], onnx.helper.make_node("Mul", [activation, inv], [f"{activation}_smoothed"],
+                                                          name=f"{activation}_Smooth")))
+    ordered = []
+    first_reader = {id(reader): mul for reader, mul in new_nodes}
+    for node in model.graph.node:
+        if id(node) in first_reader:
+            ordered.append(first_reader[id(node)])
+        ordered.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(ordered)
+    save_with_external_data(model, out_path)
+    return factors
+
+
+def _static_activations(int8_path: Path, tensor_ranges: dict[str, tuple[float, float]]) -> int:
+    """Replace each DynamicQuantizeLinear by a QuantizeLinear with constant scale / zero point."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(int8_path), load_external_data=False)
+    nodes, replaced = [], 0
+    for node in model.graph.node:
+        if node.op_type != "DynamicQuantizeLinear":
+            nodes.append(node)
+            continue
+        if node.input[0] not in tensor_ranges:
+            raise ExportError(f"int8: no calibrated range for activation {node.input[0]}")
+        low, high = tensor_ranges[node.input[0]]
+        low, high = min(low, 0.0), max(high, 0.0)
+        scale = (high - low) / 255.0 if high > low else 1.0
+        zero = int(np.clip(np.round(-low / scale), 0, 255))
+        quantized, scale_name, zero_name = node.output
+        model.graph.initializer.extend([numpy_helper.from_array(np.array(scale, np.float32), scale_name),
+                                        numpy_helper.from_array(np.array(zero, np.uint8), zero_name)])
+        nodes.append(onnx.helper.make_node("QuantizeLinear", [node.input[0], scale_name, zero_name], [quantized],
+                                           name=node.name))
+        replaced += 1
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.save(model, str(int8_path))  # the weights stay in the .data file quantize_dynamic wrote
+    return replaced
+
+
+def quantize_static_int8(fp32_path: Path, out_path: Path, keep_fp32: list[str], batches: list[np.ndarray],
+                         alpha: float | None = DEFAULT_SMOOTH_ALPHA) -> dict:
+    """Write the batch-invariant int8 graph; returns what the manifest records about it.
+
+    ``batches``: token-id rows of the calibration sentences. ``alpha``: smoothing strength
+    (None: no smoothing). ``keep_fp32``: MatMul node names left in float32.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if not batches:
+        raise ExportError("int8 calibration needs at least one sentence")
+    graph = onnx.load(str(fp32_path), load_external_data=False)
+    groups = _quantized_matmuls(graph, keep_fp32)
+    ranges = calibrate(fp32_path, list(groups), batches)
+    source = fp32_path
+    factors = {name: np.ones(len(r.low)) for name, r in ranges.items()}
+    with tempfile.TemporaryDirectory(dir=fp32_path.parent, prefix=".smoothed-") as scratch:
+        if alpha is not None:
+            source = Path(scratch) / "smoothed.onnx"
+            factors = _smooth(fp32_path, source, keep_fp32, ranges, alpha)
+        with quiet_logger():  # ORT logs a "consider pre-processing" advice on the root logger
+            quantize_dynamic(str(source), str(out_path), weight_type=QuantType.QInt8, per_channel=True,
+                             op_types_to_quantize=["MatMul", "Gemm"], use_external_data_format=True,
+                             nodes_to_exclude=list(keep_fp32))
+    smoothed = "_smoothed" if alpha is not None else ""
+    tensor_ranges = {f"{name}{smoothed}": (float((r.low / factors[name]).min()), float((r.high / factors[name]).max()))
+                     for name, r in ranges.items()}
+    replaced = _static_activations(out_path, tensor_ranges)
+    return {"activations": "static", "smoothing_alpha": alpha, "quantized_activations": replaced,
+            "calibration_sentences": len(batches), "calibration_tokens": int(sum(len(b) for b in batches))}

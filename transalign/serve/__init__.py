@@ -1,0 +1,27 @@
+"""`transalign serve`: an HTTP alignment service with dynamic micro-batching.
+
+The HTTP layer (`app`) validates, tokenizes and length-checks each request; a single worker
+thread (`batcher`) owns the `Aligner` and merges the pairs of concurrent requests into one
+`Aligner.align` call per (source language, target language, threshold), bounded by a token
+budget, a maximum wait and a maximum number of requests. Results are exactly `Aligner.align`'s.
+
+This package needs the optional `serve` extra (FastAPI, uvicorn, prometheus-client) only in
+`app`, `metrics`, `middleware` and `schema`; `config`, `batcher` and `prepare` use the standard
+library and the engine, and nothing here imports torch, transformers or peft.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ServeConfig", "create_app"]
+
+
+def __getattr__(name: str):
+    if name == "ServeConfig":
+        from transalign.serve.config import ServeConfig
+
+        return ServeConfig
+    if name == "create_app":
+        from transalign.serve.app import create_app
+
+        return create_app
+    raise AttributeError(f"module 'transalign.serve' has no attribute {name!r}")

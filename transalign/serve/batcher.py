@@ -1,0 +1,249 @@
+"""Dynamic micro-batching: one worker thread owns the Aligner and merges concurrent requests.
+
+Why one worker: an ONNX Runtime session already uses every core it is given for one run, and
+the encoder is almost all of the time, so the win under concurrency comes from bigger encoder
+batches, not from more threads calling the session (which would also share `Aligner.stats`).
+
+The worker loads the Aligner itself (Numba's thread count is per thread, so it must be set in
+the thread that aligns), warms it up, then loops: take the queued requests in arrival order up
+to ``max_batch_tokens`` tokens and ``max_batch_requests`` requests, waiting at most
+``max_wait_ms`` after the first one arrived, and only while the HTTP layer holds requests that
+are on their way to the queue (`expect` tickets): a lone client never waits for company that is
+not coming, and requests that queued while the worker was busy go straight into one batch
+(continuous batching, as text-embeddings-inference does); group them by (src_lang, tgt_lang,
+threshold);
+call `Aligner.align` once per group; hand each request its slice of the results. A request
+that still fails inside a group is retried alone, so it fails only itself. Results never
+depend on which requests share a batch as long as the engine is batch-invariant (fp32 is).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field
+
+from transalign.serve.prepare import Prepared
+
+log = logging.getLogger("transalign.serve")
+
+
+class QueueFull(Exception):
+    """The queue holds ``max_queue_pairs`` pairs already: answer 429, do not grow."""
+
+
+class NotReady(Exception):
+    """The model is not loaded (yet, or it failed to load)."""
+
+
+class ShuttingDown(Exception):
+    """The server is stopping and accepts no new work."""
+
+
+class BatchMetrics:
+    """What the batcher reports; the default does nothing (`metrics.Metrics` records it)."""
+
+    def batch(self, requests: int, pairs: int, tokens: int, seconds: float) -> None: ...
+
+    def queue_depth(self, pairs: int) -> None: ...
+
+
+class Ticket:
+    """A request the HTTP layer has received and not yet queued (or refused)."""
+
+    __slots__ = ("open",)
+
+    def __init__(self) -> None:
+        self.open = True
+
+
+@dataclass
+class Job:
+    prepared: Prepared
+    future: Future = field(default_factory=Future)
+    arrived: float = field(default_factory=time.monotonic)
+
+
+class Batcher:
+    """The queue and the worker thread; `submit` is safe from any thread."""
+
+    def __init__(self, load: Callable[[], object], *, max_batch_tokens: int | None, max_wait_ms: float,
+                 max_batch_requests: int, max_queue_pairs: int, metrics: BatchMetrics | None = None,
+                 on_ready: Callable[[object], None] | None = None,
+                 on_fatal: Callable[[BaseException], None] | None = None):
+        self._load, self._on_ready, self._on_fatal = load, on_ready, on_fatal
+        self.max_batch_tokens = max_batch_tokens
+        self._max_wait = max_wait_ms / 1000.0
+        self._max_requests, self._max_queue_pairs = max_batch_requests, max_queue_pairs
+        self._metrics = metrics or BatchMetrics()
+        self._queue: deque[Job] = deque()
+        self._queued_pairs = 0
+        self._expected = 0  # open tickets: requests being read or checked by the HTTP layer
+        self._cond = threading.Condition()
+        self._closing = False
+        self.ready = threading.Event()
+        self.load_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="transalign-batcher", daemon=True)
+
+    # -- client side ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def expect(self) -> Ticket:
+        """Announce a request that will be submitted (or refused) soon; see `release`."""
+        with self._cond:
+            self._expected += 1
+        return Ticket()
+
+    def release(self, ticket: Ticket | None) -> None:
+        """The announced request is queued or refused: the worker stops waiting for it."""
+        if ticket is None:
+            return
+        with self._cond:
+            self._release_locked(ticket)
+
+    def _release_locked(self, ticket: Ticket | None) -> None:
+        if ticket is not None and ticket.open:
+            ticket.open = False
+            self._expected -= 1
+            self._cond.notify()
+
+    def submit(self, prepared: Prepared, ticket: Ticket | None = None) -> Future:
+        """Queue a checked request; its future gets the list of `AlignResult` (or the exception).
+        ``ticket`` (from `expect`) is released in the same step."""
+        if not self.ready.is_set():
+            self.release(ticket)
+            raise NotReady()
+        job = Job(prepared)
+        with self._cond:
+            self._release_locked(ticket)
+            if self._closing:
+                raise ShuttingDown()
+            if self._queued_pairs + prepared.pairs > self._max_queue_pairs:
+                raise QueueFull(f"{self._queued_pairs} pairs are queued; the limit is {self._max_queue_pairs} "
+                                "(--max-queue-pairs)")
+            self._queue.append(job)
+            self._queued_pairs += prepared.pairs
+            self._metrics.queue_depth(self._queued_pairs)
+            self._cond.notify()
+        return job.future
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop taking new work, finish everything queued, stop the worker."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    @property
+    def queued_pairs(self) -> int:
+        return self._queued_pairs
+
+    # -- worker side ----------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            aligner = self._load()
+            if self.max_batch_tokens is None:
+                from transalign.engine.defaults import DEFAULT_BATCH_TOKENS
+
+                self.max_batch_tokens = DEFAULT_BATCH_TOKENS[aligner.provider]
+            _warm_up(aligner)
+            if self._on_ready is not None:
+                self._on_ready(aligner)
+        except BaseException as exc:  # noqa: BLE001 - reported to the server, which stops
+            self.load_error = exc
+            log.error("transalign serve: could not load the model: %s", exc)
+            if self._on_fatal is not None:
+                self._on_fatal(exc)
+            return
+        self.ready.set()
+        while (batch := self._next_batch()) is not None:
+            try:
+                self._run(aligner, batch)
+            except BaseException as exc:  # noqa: BLE001 - a bug must fail its requests, not hang them
+                log.exception("transalign serve: batch failed")
+                for job in batch:
+                    _settle(job.future, exc=exc)
+
+    def _next_batch(self) -> list[Job] | None:
+        """Jobs for one batch, in arrival order; None once closing and the queue is empty."""
+        with self._cond:
+            while not self._queue:
+                if self._closing:
+                    return None
+                self._cond.wait()
+            deadline = self._queue[0].arrived + self._max_wait
+            batch: list[Job] = []
+            tokens = 0
+            while True:
+                full = len(batch) >= self._max_requests
+                while self._queue and not full:
+                    job = self._queue[0]
+                    if batch and tokens + job.prepared.tokens > self.max_batch_tokens:
+                        full = True
+                        break
+                    self._queue.popleft()
+                    self._queued_pairs -= job.prepared.pairs
+                    if job.future.set_running_or_notify_cancel():  # False: the client went away
+                        batch.append(job)
+                        tokens += job.prepared.tokens
+                    full = len(batch) >= self._max_requests
+                remaining = deadline - time.monotonic()
+                if full or self._closing or remaining <= 0 or self._expected == 0:
+                    break
+                self._cond.wait(remaining)
+            self._metrics.queue_depth(self._queued_pairs)
+        return batch
+
+    def _run(self, aligner, batch: list[Job]) -> None:
+        clock = time.perf_counter()
+        groups: dict[tuple, list[Job]] = {}
+        for job in batch:
+            groups.setdefault(job.prepared.key, []).append(job)
+        for key, jobs in groups.items():
+            self._align_group(aligner, key, jobs)
+        pairs = sum(job.prepared.pairs for job in batch)
+        tokens = sum(job.prepared.tokens for job in batch)
+        self._metrics.batch(len(batch), pairs, tokens, time.perf_counter() - clock)
+
+    def _align_group(self, aligner, key: tuple, jobs: list[Job]) -> None:
+        src_lang, tgt_lang, threshold = key
+        src = [s for job in jobs for s in job.prepared.src]
+        tgt = [t for job in jobs for t in job.prepared.tgt]
+        try:
+            results = aligner.align(src, tgt, src_lang, tgt_lang, threshold, batch_tokens=self.max_batch_tokens)
+        except Exception as exc:  # noqa: BLE001 - isolate the request that caused it
+            if len(jobs) == 1:
+                _settle(jobs[0].future, exc=exc)
+            else:
+                for job in jobs:
+                    self._align_group(aligner, key, [job])
+            return
+        start = 0
+        for job in jobs:
+            _settle(job.future, result=results[start:start + job.prepared.pairs])
+            start += job.prepared.pairs
+
+
+def _warm_up(aligner) -> None:
+    """One tiny alignment: compiles the Numba kernels and runs the session once before /ready."""
+    codes = sorted(aligner.manifest.tokenizer.lang_code_ids)
+    lang = codes[0] if codes else None
+    aligner.align([["warm", "up"]], [["warm", "up"]], lang, lang)
+
+
+def _settle(future: Future, result=None, exc: BaseException | None = None) -> None:
+    try:
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+    except InvalidStateError:  # already settled (a failed batch after a partial success)
+        pass

@@ -1,0 +1,55 @@
+"""Prometheus metrics of one server, in their own registry (several apps can live in one
+process, e.g. in tests, without clashing in the global one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from transalign.serve.batcher import BatchMetrics
+
+_LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+_POWERS_OF_TWO = tuple(float(2 ** k) for k in range(11))  # 1 .. 1024
+_TOKEN_BUCKETS = tuple(float(2 ** k) for k in range(4, 18))  # 16 .. 131072
+
+
+class Metrics(BatchMetrics):
+    """Requests by status, latency, batch sizes in requests/pairs/tokens, queue depth, pairs."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("transalign_requests", "HTTP requests by path and status code",
+                                ("path", "status"), registry=r)
+        self.latency = Histogram("transalign_request_latency_seconds", "HTTP request latency by path",
+                                 ("path",), buckets=_LATENCY_BUCKETS, registry=r)
+        self.batch_requests = Histogram("transalign_batch_requests", "requests merged into one batch",
+                                        buckets=_POWERS_OF_TWO, registry=r)
+        self.batch_pairs = Histogram("transalign_batch_pairs", "sentence pairs per batch",
+                                     buckets=_POWERS_OF_TWO, registry=r)
+        self.batch_tokens = Histogram("transalign_batch_tokens", "tokens (both sides) per batch",
+                                      buckets=_TOKEN_BUCKETS, registry=r)
+        self.batch_seconds = Histogram("transalign_batch_seconds", "time the worker spent aligning one batch",
+                                       buckets=_LATENCY_BUCKETS, registry=r)
+        self.queue = Gauge("transalign_queue_pairs", "pairs waiting for the worker", registry=r)
+        self.in_flight = Gauge("transalign_align_requests_in_flight",
+                               "POST /v1/align requests received and not yet answered", registry=r)
+        self.pairs = Counter("transalign_pairs_aligned", "sentence pairs aligned", registry=r)
+
+    def batch(self, requests: int, pairs: int, tokens: int, seconds: float) -> None:
+        self.batch_requests.observe(requests)
+        self.batch_pairs.observe(pairs)
+        self.batch_tokens.observe(tokens)
+        self.batch_seconds.observe(seconds)
+        self.pairs.inc(pairs)
+
+    def queue_depth(self, pairs: int) -> None:
+        self.queue.set(pairs)
+
+    def request(self, path: str, status: int, seconds: float) -> None:
+        self.requests.labels(path, str(status)).inc()
+        self.latency.labels(path).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
