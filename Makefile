@@ -35,5 +35,5 @@ $(BIN)/python:
 # torch first and pinned (the export extra pins the same version), then the package itself
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install $(TORCH_INDEX) "$(TORCH)"
-	$(BIN)/python -m pip install -e ".[export,dev,demo]"
+	$(BIN)/python -m pip install -e ".[export,train,serve,ray,eval,dev,demo]"
 	touch $@

@@ -14,7 +14,7 @@ import pytest
 from reference import embed_words, load_reference_encoder, reference_links, reference_margin
 from transalign.engine.aligner import Aligner, AlignResult, TooLongError
 from transalign.engine.bundle import BundleError, read_manifest
-from transalign.engine.textio import read_sentences
+from transalign.formats.text import read_sentences
 
 ROOT = Path(__file__).resolve().parents[1]
 THRESHOLD = 0.001

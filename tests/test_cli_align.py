@@ -10,7 +10,7 @@ import pytest
 
 from transalign.cli import main
 from transalign.engine.aligner import Aligner
-from transalign.engine.textio import read_sentences
+from transalign.formats.text import read_sentences
 
 ROOT = Path(__file__).resolve().parents[1]
 

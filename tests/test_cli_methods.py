@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from transalign.alignment_io import read_alignments
+from transalign.formats.alignments import read_alignments
 from transalign.cli import main
 from transalign.engine.aligner import Aligner
-from transalign.engine.textio import read_sentences
+from transalign.formats.text import read_sentences
 from transalign.evaluation import evaluate_alignments
 from transalign.kernels import METHODS, WORD_LEVELS
 

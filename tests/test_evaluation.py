@@ -1,4 +1,4 @@
-"""Alignment file I/O and AER evaluation (transalign.alignment_io, transalign.evaluation)."""
+"""Alignment file I/O and AER evaluation (transalign.formats.alignments, transalign.evaluation)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from transalign.alignment_io import (
+from transalign.formats.alignments import (
     AlignmentLine,
     FormatError,
     atomic_open,
@@ -27,7 +27,7 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-# ------------------------------------------------------------------ alignment_io
+# ------------------------------------------------------------------ formats.alignments
 
 
 def test_parse_line_pharaoh_id_and_possible():
@@ -278,7 +278,7 @@ def test_public_names_and_no_heavy_imports():
 
     assert transalign.evaluate_alignments is evaluation.evaluate_alignments
     assert transalign.project_labels is projection.project_labels
-    code = ("import sys, transalign.evaluation, transalign.projection, transalign.alignment_io; "
+    code = ("import sys, transalign.evaluation, transalign.projection, transalign.formats.alignments; "
             "print(sorted(m for m in ('torch', 'transformers', 'onnxruntime', 'numba') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1]).stdout

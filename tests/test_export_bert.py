@@ -186,7 +186,7 @@ def test_bundle_tokenizer_equals_the_checkpoint_tokenizer(bundle, tiny_models, k
     """The runtime reads the bundle's tokenizer; it must give the reference's ids and word ids."""
     from transformers import AutoTokenizer
 
-    from transalign.engine.tokenization import load_tokenizer
+    from transalign.engine.tokenizers import load_tokenizer
 
     out = bundle(kind, 1, False)
     runtime = load_tokenizer(out, read_manifest(out).tokenizer)

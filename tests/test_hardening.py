@@ -223,7 +223,7 @@ ODD_LINES = ["plain words", "\u00a0", "a\x0cb", "c\x85d", "e\x0bf", "g\rh", "", 
 
 def test_every_command_reads_the_same_lines(tmp_path):
     """align's sentence reader, eval's alignment reader and project's CoNLL reader agree."""
-    from transalign.alignment_io import iter_lines
+    from transalign.formats.alignments import iter_lines
     from transalign.formats.text import iter_sentences, read_sentences
     from transalign.projection import _conll_sentences
 

@@ -152,3 +152,13 @@ def test_closed_stdout_ends_quietly(tmp_path, tiny_bundle):
     err = proc.stderr.read().decode()
     proc.wait(timeout=120)
     assert first and proc.returncode in (0, 141) and "Traceback" not in err and "Broken pipe" not in err
+
+
+def test_project_refuses_an_input_as_output(tmp_path, shared_dir, capsys):
+    sample = shared_dir / "reference/bam-sample"
+    labeled = tmp_path / "en.txt"
+    labeled.write_bytes((sample / "test-translate-bam-en-preds.txt").read_bytes())
+    before = labeled.read_bytes()
+    code = main(["project", str(labeled), str(sample / "test-bam.txt"), str(sample / "bam-en-alignments.txt"),
+                 "-o", str(labeled)])
+    assert code == 2 and "is also an input" in capsys.readouterr().err and labeled.read_bytes() == before

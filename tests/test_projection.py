@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from transalign.alignment_io import FormatError
+from transalign.formats.alignments import FormatError
 from transalign.projection import Entity, ProjectionStats, extract_entities, project_labels, project_sentence
 
 

@@ -472,3 +472,27 @@ def test_import_stays_light():
     out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == []
+
+
+def test_int8_answers_do_not_depend_on_the_batch(tiny_bundle, bam_pairs):
+    """int8 has constant activation scales: pairs merged with other clients' requests get exactly
+    the links they get alone (before static scales, a batch's loudest pair moved everyone's)."""
+    import concurrent.futures
+
+    alone = Aligner.load(tiny_bundle, provider="cpu", precision="int8")
+    pairs = bam_pairs[:96]
+    expected = [alone.align([s], [t], "bam_Latn", "eng_Latn")[0].links for s, t in pairs]
+    config = ServeConfig(tiny_bundle, provider="cpu", precision="int8", max_wait_ms=20.0)
+    with TestClient(create_app(config)) as c:
+        wait_ready(c.get)
+
+        def ask(k):
+            body = {"pairs": [{"src": s, "tgt": t} for s, t in pairs[k:k + 4]], "src_lang": "bam_Latn",
+                    "tgt_lang": "eng_Latn"}
+            response = c.post("/v1/align", json=body)
+            assert response.status_code == 200, response.text
+            return [[tuple(link) for link in r["links"]] for r in response.json()["results"]]
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            got = [r for chunk in pool.map(ask, range(0, len(pairs), 4)) for r in chunk]
+    assert got == [list(e) for e in expected]

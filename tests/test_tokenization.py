@@ -2,7 +2,7 @@
 
 The reference tokenizes with AutoTokenizer (the *fast* tokenizers), so those are the ground
 truth; the slow NllbTokenizer is compared too and every place it disagrees with the fast one is
-pinned in `SLOW_FAST_DISAGREEMENTS` (documented in transalign/engine/tokenization_nllb.py).
+pinned in `SLOW_FAST_DISAGREEMENTS` (documented in transalign/engine/tokenizers/nllb.py).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import pytest
 
 from fixture_tokenizers import build_keep_whitespace_nllb, tiny_tokenizer_dir
 from transalign.engine.bundle import TokenizerSpec
-from transalign.engine.textio import read_sentences
-from transalign.engine.tokenization import load_tokenizer
-from transalign.engine.tokenization_nllb import SMALL_BATCH, NllbWordTokenizer
+from transalign.formats.text import read_sentences
+from transalign.engine.tokenizers import load_tokenizer
+from transalign.engine.tokenizers.nllb import SMALL_BATCH, NllbWordTokenizer
 
 transformers = pytest.importorskip("transformers")
 from transalign.export.errors import ExportError  # noqa: E402
@@ -137,7 +137,7 @@ def nllb_bundle(nllb_fast, tmp_path_factory):
     out = tmp_path_factory.mktemp("nllb-bundle")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the spec expresses the whole tokenizer, nothing to warn about
-        spec = spec_from_hf_tokenizer(nllb_fast, out)
+        spec = spec_from_hf_tokenizer(nllb_fast, out, "sentencepiece-nllb")
     return out, spec
 
 
@@ -164,7 +164,7 @@ def bert_family(request, tmp_path_factory):
     """(HF fast tokenizer, runtime tokenizer, spec, bundle dir) for tiny BERT / XLM-R."""
     reference = transformers.AutoTokenizer.from_pretrained(tiny_tokenizer_dir(request.param))
     out = tmp_path_factory.mktemp(f"{request.param}-bundle")
-    spec = spec_from_hf_tokenizer(reference, out)
+    spec = spec_from_hf_tokenizer(reference, out, "hf-tokenizers")
     return reference, load_tokenizer(out, spec), spec, out
 
 
@@ -304,10 +304,10 @@ def test_engine_tokenizers_do_not_import_torch_or_transformers(nllb_bundle):
     code = (
         "import json, sys\n"
         "from transalign.engine.bundle import TokenizerSpec\n"
-        "from transalign.engine.tokenization import load_tokenizer\n"
+        "from transalign.engine.tokenizers import load_tokenizer\n"
         f"spec = TokenizerSpec.from_json(json.loads({json.dumps(json.dumps(spec.to_json()))}))\n"
         f"ids, _ = load_tokenizer({str(out)!r}, spec).encode(['Hello', 'world'], 'eng_Latn')\n"
-        "import transalign.engine.tokenization_hf\n"
+        "import transalign.engine.tokenizers.hf\n"
         "print(len(ids), 'torch' in sys.modules, 'transformers' in sys.modules)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
@@ -338,7 +338,7 @@ def test_bert_lowercasing_applied_by_transformers_at_load_is_exported(tmp_path):
     """BertTokenizerFast rebuilds its normalizer when do_lower_case differs from tokenizer.json;
     the bundle must carry the tokenizer as loaded, not the file on disk."""
     reference = transformers.AutoTokenizer.from_pretrained(tiny_tokenizer_dir("bert"), do_lower_case=True)
-    spec = spec_from_hf_tokenizer(reference, tmp_path)
+    spec = spec_from_hf_tokenizer(reference, tmp_path, "hf-tokenizers")
     runtime = load_tokenizer(tmp_path, spec)
     words = ["PRÁVĚ", "Hello", "WORLD"]
     assert runtime.encode(words, None)[0].tolist() == reference(words, is_split_into_words=True)["input_ids"]
@@ -360,7 +360,7 @@ def test_nllb_spec(nllb_bundle, nllb_fast):
 
 
 def test_nllb_spec_from_the_slow_tokenizer(nllb_slow, nllb_bundle, tmp_path):
-    spec = spec_from_hf_tokenizer(nllb_slow, tmp_path)
+    spec = spec_from_hf_tokenizer(nllb_slow, tmp_path, "sentencepiece-nllb")
     assert spec == nllb_bundle[1]
 
 
@@ -368,7 +368,7 @@ def test_nllb_spec_keep_whitespace_tokenizer(tiny_nllb, tmp_path):
     (tmp_path / "hf").mkdir()
     build_keep_whitespace_nllb(tiny_nllb, tmp_path / "hf")
     reference = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
-    spec = spec_from_hf_tokenizer(reference, tmp_path / "bundle")
+    spec = spec_from_hf_tokenizer(reference, tmp_path / "bundle", "sentencepiece-nllb")
     assert spec.whitespace == "keep"
 
 
@@ -381,7 +381,7 @@ def test_nllb_spec_refuses_a_vocabulary_off_the_offset_rule(nllb_fast, tmp_path,
 
     monkeypatch.setattr(nllb_fast, "convert_tokens_to_ids", shifted)
     with pytest.raises(ExportError, match=r"1 of \d+ sentencepiece pieces .*'▁t'"):
-        spec_from_hf_tokenizer(nllb_fast, tmp_path)
+        spec_from_hf_tokenizer(nllb_fast, tmp_path, "sentencepiece-nllb")
 
 
 def test_nllb_spec_needs_the_sentencepiece_file(tiny_nllb, tmp_path):
@@ -392,7 +392,7 @@ def test_nllb_spec_needs_the_sentencepiece_file(tiny_nllb, tmp_path):
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
     reference = transformers.AutoTokenizer.from_pretrained(tmp_path)
     with pytest.raises(ExportError, match="sentencepiece"):
-        spec_from_hf_tokenizer(reference, tmp_path / "bundle")
+        spec_from_hf_tokenizer(reference, tmp_path / "bundle", "sentencepiece-nllb")
 
 
 def test_mismatches_are_reported_word_by_word(tiny_nllb, tmp_path, nllb_bundle):
@@ -418,4 +418,4 @@ def test_bert_family_spec(bert_family):
 def test_bert_spec_refuses_a_slow_tokenizer(tmp_path):
     slow = transformers.AutoTokenizer.from_pretrained(tiny_tokenizer_dir("bert"), use_fast=False)
     with pytest.raises(ExportError, match="slow tokenizer"):
-        spec_from_hf_tokenizer(slow, tmp_path)
+        spec_from_hf_tokenizer(slow, tmp_path, "hf-tokenizers")

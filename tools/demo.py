@@ -88,8 +88,8 @@ def read_pairs(path: Path) -> list[tuple[str, list[str], list[str]]]:
 
 def bam_pairs() -> list[tuple[str, list[str], list[str], frozenset]]:
     """(label, Bambara words, English words, the authors' links) for BAM_SAMPLE_IDS."""
-    from transalign.alignment_io import iter_alignments
-    from transalign.engine.textio import read_sentences
+    from transalign.formats.alignments import iter_alignments
+    from transalign.formats.text import read_sentences
 
     bam = read_sentences(BAM_SAMPLE / "test-bam.txt", "conll")
     eng = read_sentences(BAM_SAMPLE / "test-translate-bam-en-preds.txt", "conll")
@@ -142,7 +142,7 @@ def align_examples(aligner, max_gold: int) -> None:
             show(label, src, tgt, result.links,
                  note=f"  (authors' NLLB+LoRA alignment: {len(theirs)} links, {shared} of them found here)")
     if GOLD.is_dir() and max_gold > 0:
-        from transalign.alignment_io import iter_alignments
+        from transalign.formats.alignments import iter_alignments
 
         src = (GOLD / "src.txt").read_text(encoding="utf-8").splitlines()[:max_gold]
         tgt = (GOLD / "tgt.txt").read_text(encoding="utf-8").splitlines()[:max_gold]

@@ -19,7 +19,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from transalign.alignment_io import FormatError, iter_lines
+from transalign.formats.alignments import FormatError, iter_lines
 
 __all__ = ["BioScores", "evaluate_bio", "read_bio_labels"]
 

@@ -26,14 +26,12 @@ and AER 1.0: F1 and AER still mark it as the worst possible prediction.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
-from transalign.alignment_io import AlignmentLine, FormatError, iter_alignments
+from transalign.formats.alignments import AlignmentLine, FormatError, Link, alignment_lines
 
 __all__ = ["AlignmentScores", "EvaluationResult", "evaluate_alignments", "score_counts", "score_sentence"]
-
-Link = tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -98,18 +96,6 @@ def score_sentence(predicted: Iterable[Link], sure: Iterable[Link], possible: It
     return score_counts(len(a), len(s), len(p), len(a & s), len(a & p))
 
 
-def _lines(source, name: str, allow_possible: bool) -> tuple[Iterator[AlignmentLine], str]:
-    """A path -> its parsed lines (streamed); a sequence -> AlignmentLines (items may be link iterables)."""
-    if isinstance(source, (str, os.PathLike)):
-        return iter_alignments(source, allow_possible=allow_possible), os.fspath(source)
-    lines = (
-        item if isinstance(item, AlignmentLine)
-        else AlignmentLine(frozenset((int(i), int(j)) for i, j in item), lineno=k)
-        for k, item in enumerate(source, start=1)
-    )
-    return lines, f"<{name}>"
-
-
 def evaluate_alignments(
     gold: str | os.PathLike | Iterable[AlignmentLine],
     pred: str | os.PathLike | Iterable[AlignmentLine | Iterable[Link]],
@@ -123,11 +109,11 @@ def evaluate_alignments(
     :class:`AlignmentLine` counts all its links as predicted).
     Line k of one is pair k of the other; when both carry ids they must be equal. Files are
     streamed, so memory does not grow with their size unless ``per_sentence`` is set.
-    Raises :class:`~transalign.alignment_io.FormatError` (a ValueError) naming file and line for
+    Raises :class:`~transalign.formats.alignments.FormatError` (a ValueError) naming file and line for
     malformed links, different line counts and mismatched ids.
     """
-    gold_lines, gold_name = _lines(gold, "gold", allow_possible=True)
-    pred_lines, pred_name = _lines(pred, "pred", allow_possible=False)
+    gold_lines, gold_name = alignment_lines(gold, "gold", allow_possible=True)
+    pred_lines, pred_name = alignment_lines(pred, "pred")
     totals = [0, 0, 0, 0, 0]
     rows: list[AlignmentScores] = []
     ids: list[str | None] = []

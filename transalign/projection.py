@@ -45,11 +45,9 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 
-from transalign.alignment_io import AlignmentLine, FormatError, atomic_open, iter_alignments
+from transalign.formats.alignments import AlignmentLine, FormatError, Link, alignment_lines, atomic_open
 
 __all__ = ["Entity", "ProjectionResult", "ProjectionStats", "extract_entities", "project_labels", "project_sentence"]
-
-Link = tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -81,9 +79,6 @@ class ProjectionStats:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    def __add__(self, other: ProjectionStats) -> ProjectionStats:
-        return ProjectionStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
 
 @dataclass(frozen=True)
@@ -242,18 +237,6 @@ def _unlabelled_input(source) -> tuple[Iterator[tuple[int, list[str], list[str]]
     return ((k, list(tokens), []) for k, tokens in enumerate(source, start=1)), "<unlabeled>"
 
 
-def _alignment_input(source) -> tuple[Iterator[AlignmentLine], str]:
-    """``(lines, name)``: a pharaoh / id file, or in memory one link iterable per sentence."""
-    if isinstance(source, (str, os.PathLike)):
-        return iter_alignments(source), os.fspath(source)
-    lines = (
-        links if isinstance(links, AlignmentLine)
-        else AlignmentLine(frozenset((int(i), int(j)) for i, j in links), lineno=k)
-        for k, links in enumerate(source, start=1)
-    )
-    return lines, "<alignments>"
-
-
 def _zip_strict(named: list[tuple[str, Iterator]]) -> Iterator[tuple]:
     """Zip the inputs sentence by sentence; if one ends first, count them all and raise."""
     iterators = [it for _, it in named]
@@ -304,7 +287,7 @@ def project_labels(
     options = {"complete_from": complete_from, "complete_to": complete_to, "restrict_to": restrict_to}
     lab_iter, lab_name = _labelled_input(labeled)
     unl_iter, unl_name = _unlabelled_input(unlabeled)
-    ali_iter, ali_name = _alignment_input(alignments)
+    ali_iter, ali_name = alignment_lines(alignments)
     counts = dict.fromkeys((f.name for f in fields(ProjectionStats)), 0)
 
     def projected_sentences() -> Iterator[tuple[list[str], list[str]]]:
@@ -322,7 +305,8 @@ def project_labels(
     if output is None:
         kept = tuple(tuple(labels) for _, labels in projected_sentences())
         return ProjectionResult(ProjectionStats(**counts), kept)
-    with atomic_open(output) as handle:
+    inputs = [p for p in (labeled, unlabeled, alignments) if isinstance(p, (str, os.PathLike))]
+    with atomic_open(output, inputs=inputs) as handle:  # an input as output is refused before reading
         for tokens, labels in projected_sentences():
             handle.write("".join(f"{token} {label}\n" for token, label in zip(tokens, labels)))
             handle.write("\n")

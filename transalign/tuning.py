@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from transalign.alignment_io import read_alignments
+from transalign.formats.alignments import read_alignments
 from transalign.evaluation import AlignmentScores, evaluate_alignments
 
 __all__ = ["DEFAULT_THRESHOLDS", "TuneResult", "TuneRow", "read_gold_dir", "score_settings", "settings", "tune"]

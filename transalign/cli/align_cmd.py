@@ -61,7 +61,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from transalign.alignment_io import SCORED_FORMATS, format_line, format_scored_line
+    from transalign.formats.alignments import SCORED_FORMATS, format_line, format_scored_line
     from transalign.cli import UserError
     from transalign.cli.progress import Progress
     from transalign.engine.aligner import Aligner, TooLongError

@@ -49,14 +49,19 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from transalign.cli import UserError
     from transalign.corpus.job import align_corpus, stderr_log
 
-    summary = align_corpus(
-        args.bundle, args.input, args.outdir, input_format=args.input_format, src_lang=args.src_lang,
-        tgt_lang=args.tgt_lang, output_format=args.output_format, shard_pairs=args.shard_pairs, resume=args.resume,
-        ray=args.ray, workers=args.workers, gpus_per_worker=args.gpus_per_worker, precision=args.precision,
-        provider=args.provider, threshold=args.threshold, batch_tokens=args.batch_tokens, skip_long=args.skip_long,
-        threads=args.threads, log=None if args.quiet else stderr_log)
+    try:
+        summary = align_corpus(
+            args.bundle, args.input, args.outdir, input_format=args.input_format, src_lang=args.src_lang,
+            tgt_lang=args.tgt_lang, output_format=args.output_format, shard_pairs=args.shard_pairs,
+            resume=args.resume, ray=args.ray, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+            precision=args.precision, provider=args.provider, threshold=args.threshold,
+            batch_tokens=args.batch_tokens, skip_long=args.skip_long, threads=args.threads,
+            log=None if args.quiet else stderr_log)
+    except ImportError as exc:  # the `ray` extra (Ray Data, pyarrow) is not installed
+        raise UserError(str(exc)) from None
     if not args.quiet:
         stderr_log(f"{summary.outdir}: {summary.pairs} pairs in {summary.shards} shards "
                    f"({summary.written} written now)" + (f", {summary.skipped} too long" if summary.skipped else ""))

@@ -136,7 +136,11 @@ def read_shard_rows(batch, path: str, fmt: str, shard_pairs: int):
 def run_on_ray(job, input_path: Path, fmt: str, outdir: Path, settings: AlignSettings, load: dict, *,
                address, workers: int, gpus_per_worker: float, log) -> tuple[int, int]:
     """Align the shards ``job`` lacks on Ray; returns (shards written, pairs skipped)."""
-    import ray
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise ImportError("corpus jobs on Ray need Ray Data and pyarrow: pip install 'transalign[ray]'") from None
 
     shard_pairs, output_format = job.options["shard_pairs"], job.options["output_format"]
     starts = scan_shards(input_path, fmt, shard_pairs, settings, load["bundle"])

@@ -1,7 +1,7 @@
 """The Aligner: sentence pairs in, TransAlign word links out, from a bundle.
 
 Flow per chunk of pairs (DESIGN.md "The method, exactly", steps 2-5):
-words -> token ids per side (engine.tokenization) -> every sentence of both sides through the
+words -> token ids per side (engine.tokenizers) -> every sentence of both sides through the
 encoder together, length-sorted and packed by a token budget (engine.batching) -> the content
 rows (special tokens dropped, the reference's [:, 1:-1]) packed into one array -> the fused
 Numba kernel computes similarity, both softmaxes, the threshold intersection and the word
@@ -101,6 +101,12 @@ def usable_threads(threads: int | None) -> int | None:
     return threads
 
 
+def _surely_tokens(words: Sequence[str]) -> int:
+    """How many words give at least one token: those holding a letter or a digit, which no
+    normalizer removes."""
+    return sum(1 for word in words if any(ch.isalnum() for ch in word))
+
+
 def _words(sentence: Sentence) -> list[str]:
     if isinstance(sentence, str):
         return sentence.split()
@@ -127,7 +133,7 @@ class Aligner:
         precision: "fp32" (exact), "int8" (CPU, fastest there) or "fp16" (CUDA).
         threads: intra-op threads for ONNX Runtime and Numba (None: all cores).
         """
-        from transalign.engine.tokenization import load_tokenizer
+        from transalign.engine.tokenizers import load_tokenizer
 
         root = Path(bundle)
         if precision not in PRECISIONS:
@@ -274,12 +280,13 @@ class Aligner:
         return int(batch_tokens)
 
     def _encode(self, sentences, lang):
-        """Token ids and word ids per sentence. A sentence with more words than the model has
-        positions is certainly too long (every word is at least one token): it is not tokenized
-        (an 11 MB line would cost seconds and GBs) and gets a placeholder of ``limit + 1``
-        padding ids, so the length policy refuses or skips it like any over-long sentence."""
+        """Token ids and word ids per sentence. A sentence with at least as many words holding a
+        letter or digit as the model has positions is certainly too long (such a word is at least
+        one token; an empty or zero-width word may be none): it is not tokenized (an 11 MB line
+        would cost seconds and GBs) and gets a placeholder of ``limit + 1`` padding ids, so the
+        length policy refuses or skips it like any over-long sentence."""
         limit = self.manifest.max_positions
-        hopeless = [len(words) >= limit for words in sentences]
+        hopeless = [len(words) >= limit and _surely_tokens(words) >= limit for words in sentences]
         if any(hopeless):
             sentences = [[] if h else words for words, h in zip(sentences, hopeless)]
         encoded = list(self.tokenizer.encode_batch(sentences, lang))

@@ -71,7 +71,7 @@ class TokenizerSpec:
     # tokenizer matches these as whole tokens inside words before sentencepiece runs.
     added_tokens: dict[str, int] = field(default_factory=dict)
     # NLLB: "strip" (current tokenizer.json converters strip trailing whitespace) or "keep"
-    # (older ones keep it as a "▁" piece); see tokenization_nllb.py.
+    # (older ones keep it as a "▁" piece); see tokenizers/nllb.py.
     whitespace: str = "strip"
 
     KINDS = ("sentencepiece-nllb", "hf-tokenizers")

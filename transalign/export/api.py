@@ -8,7 +8,7 @@ from pathlib import Path
 
 from transalign.engine.bundle import FORMAT_VERSION, MODEL_FILES, PRECISIONS, Manifest, sha256_file
 from transalign.export import graph, quantize, validation, writer
-from transalign.export.architectures import architecture_for, family_defaults, max_tokens
+from transalign.export.architectures import architecture_for, check_layer, family_defaults, max_tokens
 from transalign.export.errors import ExportError, ValidationError
 
 log = logging.getLogger("transalign.export")
@@ -80,9 +80,7 @@ def run_export(options: ExportOptions) -> Manifest:
     num_layers = int(raw[arch.layers_config_key])
     defaults = family_defaults(arch, options.model)
     layer = defaults.layer if options.layer is None else options.layer
-    if not 0 <= layer <= num_layers:
-        raise ExportError(f"layer {layer} is out of range for {source}: it has {num_layers} layers, "
-                          f"choose 0..{num_layers} (0 = embeddings, {num_layers} = last layer)")
+    check_layer(layer, num_layers, source)
     adapter = load_adapter(options.lora) if options.lora else None
     loaded = load_encoder(options.model)
     if adapter is not None:
@@ -100,7 +98,7 @@ def run_export(options: ExportOptions) -> Manifest:
 def _build(options, loaded, layer, num_layers, defaults, adapter, staging: Path) -> Manifest:
     from transalign.export.tokenizer_spec import spec_from_hf_tokenizer
 
-    ids, mask = validation.validation_batch(loaded.tokenizer, loaded.arch.name, max_tokens(loaded.config))
+    ids, mask = validation.validation_batch(loaded.tokenizer, loaded.arch, max_tokens(loaded.config))
     reference = validation.reference_hidden(loaded.encoder, ids, mask, layer)
     module = graph.truncated_encoder(loaded.encoder, loaded.arch, layer, num_layers)
     fp32_path = staging / MODEL_FILES["fp32"]
@@ -129,7 +127,7 @@ def _build(options, loaded, layer, num_layers, defaults, adapter, staging: Path)
         raise ValidationError(problems)
     if "fp32" not in options.precisions:
         fp32_path.unlink()
-    spec = spec_from_hf_tokenizer(loaded.tokenizer, staging)
+    spec = spec_from_hf_tokenizer(loaded.tokenizer, staging, loaded.arch.tokenizer_kind)
     files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
     precisions = {p: {"file": MODEL_FILES[p], "validation": report[p].to_json()} for p in options.precisions}
     if "int8" in precisions:
@@ -152,7 +150,7 @@ def _int8(options, loaded, fp32_path: Path, out_path: Path, keep: list[str]) -> 
         sentences, source = validation.read_calibration_file(options.calibration), str(options.calibration)
     import numpy as np
 
-    rows = validation.token_rows(loaded.tokenizer, loaded.arch.name, sentences, max_tokens(loaded.config))
+    rows = validation.token_rows(loaded.tokenizer, loaded.arch, sentences, max_tokens(loaded.config))
     facts = quantize.quantize_static_int8(fp32_path, out_path, keep, [np.asarray(r, np.int64) for r in rows],
                                           options.int8_smoothing)
     log.info("int8: static activation scales from %d calibration sentences (%s)", len(rows), source)

@@ -1,8 +1,9 @@
 """Declarative description of each supported encoder architecture.
 
-An `Architecture` says where the transformer blocks live, which final norm (if any) belongs to
-the last hidden state, which PEFT key prefixes its adapters use, and the reference defaults of
-its model family. Truncating an encoder at layer L is then generic: keep blocks [0, L) and keep
+An `Architecture` says how to load its encoder, where the transformer blocks live, which final
+norm (if any) belongs to the last hidden state, how its reference tokenizer is driven and
+turned into the bundle's tokenizer, how long its position table is, and the reference defaults
+of its model family. Code elsewhere reads these facts instead of testing the architecture's name. Truncating an encoder at layer L is then generic: keep blocks [0, L) and keep
 the final norm only when L is the last layer. That reproduces ``hidden_states[L]`` of
 transformers exactly: for M2M100/NLLB, index num_layers is the output *after* the encoder's
 final layer_norm and smaller indices are raw block outputs; for BERT-family (post-LN blocks)
@@ -11,7 +12,10 @@ every index is a block output and there is no final norm.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from transalign.export import encoders
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,14 @@ class Architecture:
     blocks_attr: str  # attribute path of the ModuleList of blocks, relative to the encoder
     final_norm_attr: str | None  # final norm applied after the last block, if any
     layers_config_key: str  # config key holding the number of blocks
-    tokenizer_kind: str
+    tokenizer_kind: str  # the bundle's TokenizerSpec.kind (export/tokenizer_spec.py builds it)
+    # (checkpoint path, raw config.json) -> (encoder module, LoRA roots, transformers config)
+    load: Callable[[str, dict], tuple]
+    # the reference tokenizer is told each sentence's language (``tokenizer.src_lang``, NLLB)
+    tokenizer_takes_lang: bool = False
+    # model types whose positions start at pad_token_id + 1 in a table of max_position_embeddings
+    # rows (XLM-R); see max_tokens
+    positions_after_padding: tuple[str, ...] = ()
     ffn_out_node: str = ""  # ONNX node name suffix of block {L}'s FFN output projection
     # int8: how many final blocks keep that projection in fp32 by default (see graph.ffn_out_nodes)
     int8_fp32_blocks: int = 0
@@ -45,6 +56,8 @@ M2M100 = Architecture(
     final_norm_attr="layer_norm",
     layers_config_key="encoder_layers",
     tokenizer_kind="sentencepiece-nllb",
+    load=encoders.load_m2m100,
+    tokenizer_takes_lang=True,
     ffn_out_node="/layers.{L}/fc2/MatMul",
     int8_fp32_blocks=0,  # not measured on real NLLB weights (none offline); all-int8 is fastest
 )
@@ -58,6 +71,8 @@ BERT = Architecture(
     final_norm_attr=None,
     layers_config_key="num_hidden_layers",
     tokenizer_kind="hf-tokenizers",
+    load=encoders.load_bert,
+    positions_after_padding=("xlm-roberta",),
     ffn_out_node="/layer.{L}/output/dense/MatMul",
     # multilingual-e5-small, csen gold: all-int8 moves AER by +0.0133, these two in fp32 by +0.0029
     int8_fp32_blocks=2,
@@ -110,13 +125,23 @@ def architecture_for(model_type: str | None, classes: list[str] | None, source: 
                       f"architectures={classes!r}); supported: {supported_description()}")
 
 
+def check_layer(layer: int, num_layers: int, source: str) -> None:
+    """Refuse a layer outside 0..num_layers (0 = embeddings), before any model is loaded."""
+    if not 0 <= layer <= num_layers:
+        from transalign.export.errors import ExportError
+
+        raise ExportError(f"layer {layer} is out of range for {source}: it has {num_layers} layers, "
+                          f"choose 0..{num_layers} (0 = embeddings, {num_layers} = last layer)")
+
+
 def max_tokens(config) -> int:
     """Longest token sequence (specials included) the position table supports.
 
     M2M100 positions run from padding_idx + 1 over a table of max_position_embeddings + 2 rows;
     XLM-R positions also start at padding_idx + 1 but the table has only max_position_embeddings
-    rows; BERT positions start at 0.
+    rows (`Architecture.positions_after_padding`); BERT positions start at 0.
     """
-    if config.model_type == "xlm-roberta":
+    arch = architecture_for(config.model_type, None, "config")
+    if config.model_type in arch.positions_after_padding:
         return config.max_position_embeddings - config.pad_token_id - 1
     return config.max_position_embeddings

@@ -8,6 +8,7 @@ computed (see architectures.py). The validation step checks this against the unt
 from __future__ import annotations
 
 import copy
+import functools
 import warnings
 from pathlib import Path
 
@@ -37,19 +38,20 @@ def _set_attr(module, dotted: str, value) -> None:
 
 
 def truncated_encoder(encoder, arch: Architecture, layer: int, num_layers: int):
-    """A copy of ``encoder`` whose last_hidden_state equals the original's hidden_states[layer]."""
+    """A copy of ``encoder`` whose last_hidden_state equals the original's hidden_states[layer].
+
+    The callers have refused a layer out of range with a message for users
+    (architectures.check_layer, train's 1..num_layers)."""
     import torch
 
-    if not 0 <= layer <= num_layers:
-        raise ExportError(f"layer {layer} is out of range for this model: choose 0..{num_layers} "
-                          f"(0 = embeddings, {num_layers} = last layer)")
+    assert 0 <= layer <= num_layers, (layer, num_layers)
     blocks = _get_attr(encoder, arch.blocks_attr)
     shallow = copy.copy(encoder)  # shares parameters; only the module containers are replaced
     shallow._modules = dict(encoder._modules)
     _replace_path(shallow, arch.blocks_attr, torch.nn.ModuleList(list(blocks)[:layer]))
     if arch.final_norm_attr and layer < num_layers:
         _set_attr(shallow, arch.final_norm_attr, torch.nn.Identity())
-    return _HiddenOnly(shallow).eval()
+    return _hidden_only_class()(shallow).eval()
 
 
 def _replace_path(root, dotted: str, value) -> None:
@@ -64,7 +66,9 @@ def _replace_path(root, dotted: str, value) -> None:
     setattr(module, parts[-1], value)
 
 
+@functools.cache
 def _hidden_only_class():
+    """The bundle's module class, defined once (on first use: torch is imported only then)."""
     import torch
 
     class HiddenOnly(torch.nn.Module):
@@ -80,17 +84,11 @@ def _hidden_only_class():
     return HiddenOnly
 
 
-def _HiddenOnly(encoder):
-    return _hidden_only_class()(encoder)
-
-
 def export_fp32(module, sample_ids, sample_mask, path: Path, opset: int = DEFAULT_OPSET) -> None:
     """TorchScript-based torch.onnx export with dynamic batch and sequence axes."""
     import torch
 
-    axes = {"batch", "seq"}
     dynamic = {name: {0: "batch", 1: "seq"} for name in INPUT_NAMES + [OUTPUT_NAME]}
-    assert axes == set(dynamic["hidden"].values())
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about python branches on shapes
         torch.onnx.export(module, (sample_ids, sample_mask), str(path), input_names=INPUT_NAMES,

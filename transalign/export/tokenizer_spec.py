@@ -1,6 +1,6 @@
 """The bundle's tokenizer: files + ``TokenizerSpec`` derived from a Hugging Face tokenizer.
 
-``spec_from_hf_tokenizer(tokenizer, out_dir)`` writes the tokenizer file the runtime needs into
+``spec_from_hf_tokenizer(tokenizer, out_dir, kind)`` writes the tokenizer file the runtime needs into
 ``out_dir``, derives every id the runtime uses from the tokenizer itself, checks the assumptions
 the runtime makes (fairseq id offset for *every* sentencepiece piece, the normalizer and
 pre-tokenizer pipeline, the added-token flags, the ``[lang] ... </s>`` layout) and finally
@@ -31,7 +31,7 @@ NLLB_MODEL_FILE = "sentencepiece.bpe.model"
 HF_TOKENIZER_FILE = "tokenizer.json"
 LANG_CODE = re.compile(r"^[a-z]{2,3}_[A-Z][a-z]{3}$")  # NLLB/FLORES-200: eng_Latn, zho_Hans, ...
 NORMALIZED_TOKENS = ("<mask>",)  # NllbTokenizer makes <mask> normalized + lstrip, all others raw
-# Words that exercise every step of the runtime tokenizers (see engine/tokenization_nllb.py).
+# Words that exercise every step of the runtime tokenizers (see engine/tokenizers/nllb.py).
 PROBE_WORDS = (
     "Právě", "hello,", "world!", "12345", "3.14", "(x)", "e\u0301", "e\u0301\u0301", "e\u0302\u0301",
     "\ufb01", "\uff26\uff55\uff4c\uff4c", "\u2460", "\u00bd", "\u4e2d\u6587", "\u0645\u0631\u062d\u0628\u0627",
@@ -58,22 +58,24 @@ class TokenizerMismatchError(ExportError):
         super().__init__(f"the bundle's tokenizer does not reproduce the Hugging Face tokenizer:\n  {lines}{more}")
 
 
-def spec_from_hf_tokenizer(tokenizer: Any, out_dir: str | Path) -> TokenizerSpec:
+def spec_from_hf_tokenizer(tokenizer: Any, out_dir: str | Path, kind: str) -> TokenizerSpec:
     """Write the runtime tokenizer file into `out_dir` and return its verified spec.
 
-    NLLB (``NllbTokenizer[Fast]``) -> kind "sentencepiece-nllb" with ``sentencepiece.bpe.model``;
-    any other *fast* tokenizer (BERT, XLM-R, ...) -> kind "hf-tokenizers" with ``tokenizer.json``.
+    `kind` is the architecture's ``tokenizer_kind``: "sentencepiece-nllb" (an NLLB tokenizer,
+    ``sentencepiece.bpe.model``) or "hf-tokenizers" (any *fast* tokenizer: BERT, XLM-R, ...,
+    ``tokenizer.json``).
     """
+    if kind not in _SPEC_BUILDERS:
+        raise ExportError(f"unknown tokenizer kind {kind!r}; known: {', '.join(_SPEC_BUILDERS)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # a slow NLLB tokenizer differs from the fast one (the reference, which the runtime follows)
     # on odd Unicode; the probe words are full of it, so it is checked on plain sentences only
     sentences = PROBE_SENTENCES if getattr(tokenizer, "is_fast", False) else PROBE_SENTENCES[:2]
-    if _is_nllb(tokenizer):
-        spec = _nllb_spec(tokenizer, out_dir)
+    spec = _SPEC_BUILDERS[kind](tokenizer, out_dir)
+    if spec.lang_code_ids:
         langs = tuple(lang for lang in PROBE_LANGS if lang in spec.lang_code_ids) or (next(iter(spec.lang_code_ids)),)
     else:
-        spec = _hf_spec(tokenizer, out_dir)
         langs = (None,)
     mismatches = compare_with_reference(tokenizer, out_dir, spec, sentences, langs)
     if mismatches:
@@ -84,7 +86,7 @@ def spec_from_hf_tokenizer(tokenizer: Any, out_dir: str | Path) -> TokenizerSpec
 def compare_with_reference(tokenizer: Any, bundle_dir: Path, spec: TokenizerSpec, sentences, langs) -> list[str]:
     """Tokenize `sentences` with the runtime and with `tokenizer`; describe every difference
     (down to the words that differ when tokenized alone)."""
-    from transalign.engine.tokenization import load_tokenizer
+    from transalign.engine.tokenizers import load_tokenizer
 
     runtime = load_tokenizer(bundle_dir, spec)
     with_word_ids = bool(getattr(tokenizer, "is_fast", False))
@@ -114,15 +116,11 @@ def compare_with_reference(tokenizer: Any, bundle_dir: Path, spec: TokenizerSpec
 # -- NLLB ---------------------------------------------------------------------------------------
 
 
-def _is_nllb(tokenizer: Any) -> bool:
-    return any(cls.__name__ in ("NllbTokenizer", "NllbTokenizerFast") for cls in type(tokenizer).__mro__)
-
-
 def _nllb_spec(tokenizer: Any, out_dir: Path) -> TokenizerSpec:
     """The runtime spec of an NLLB tokenizer, its sentencepiece model copied into ``out_dir``."""
     import sentencepiece as spm
 
-    from transalign.engine.tokenization_nllb import read_charsmap
+    from transalign.engine.tokenizers.nllb import read_charsmap
 
     source = Path(getattr(tokenizer, "vocab_file", None) or "")
     if not source.is_file():
@@ -251,6 +249,9 @@ def _hf_spec(tokenizer: Any, out_dir: Path) -> TokenizerSpec:
         raise ExportError(f"{type(tokenizer).__name__} lacks an eos/sep, pad or unk token")
     return TokenizerSpec(kind="hf-tokenizers", file=HF_TOKENIZER_FILE, unk_id=int(tokenizer.unk_token_id),
                          eos_id=int(eos), pad_id=int(pad), prefix_ids=prefix, suffix_ids=suffix)
+
+
+_SPEC_BUILDERS = {"sentencepiece-nllb": _nllb_spec, "hf-tokenizers": _hf_spec}  # TokenizerSpec.KINDS
 
 
 def _short(items) -> str:

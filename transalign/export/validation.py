@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from transalign.export.architectures import Architecture
 from transalign.export.errors import ExportError
 
 # (text, NLLB language code); BERT-family tokenizers ignore the code.
@@ -76,8 +77,9 @@ CALIBRATION_SENTENCES = (
 )
 
 
-def token_rows(tokenizer, arch_name: str, sentences, limit: int | None = None) -> list[list[int]]:
-    """Token ids of each ``(text, language code)`` as the reference tokenizes pre-split words.
+def token_rows(tokenizer, arch: Architecture, sentences, limit: int | None = None) -> list[list[int]]:
+    """Token ids of each ``(text, language code)`` as the reference tokenizes pre-split words
+    (the code is set as ``src_lang`` when the architecture's tokenizer takes the language).
 
     Rows longer than ``limit`` (the model's maximum positions) are cut to fit, keeping the final
     special token, so models with short position tables can still be validated.
@@ -86,7 +88,7 @@ def token_rows(tokenizer, arch_name: str, sentences, limit: int | None = None) -
         raise ExportError(f"the model accepts only {limit} positions; at least 3 are needed to align anything")
     rows = []
     for text, lang in sentences:
-        if arch_name == "m2m100":
+        if arch.tokenizer_takes_lang:
             try:
                 tokenizer.src_lang = lang  # NLLB: sequence starts with this language code
             except (KeyError, ValueError) as exc:
@@ -97,9 +99,9 @@ def token_rows(tokenizer, arch_name: str, sentences, limit: int | None = None) -
     return rows
 
 
-def validation_batch(tokenizer, arch_name: str, limit: int | None = None):
+def validation_batch(tokenizer, arch: Architecture, limit: int | None = None):
     """Padded int64 (input_ids, attention_mask) from the fixed validation sentences."""
-    rows = token_rows(tokenizer, arch_name, VALIDATION_SENTENCES, limit)
+    rows = token_rows(tokenizer, arch, VALIDATION_SENTENCES, limit)
     width = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id
     ids = np.full((len(rows), width), pad, dtype=np.int64)

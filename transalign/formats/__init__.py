@@ -1,2 +1,2 @@
-"""File formats shared by every command: sentence files (``text``) and, in
-``transalign.alignment_io``, word-alignment files. Standard library only."""
+"""File formats shared by every command: sentence files (``text``: lines, CoNLL) and
+word-alignment files (``alignments``: pharaoh, id, pharaoh-scores, jsonl). Standard library only."""
