@@ -12,11 +12,20 @@ import argparse
 import importlib
 import sys
 
-# (module, subcommand) in the order shown by --help
-_COMMANDS = ("export", "align", "align-corpus", "serve", "eval", "project", "project-with", "tune", "eval-bio", "bench", "finetune")
-_MODULES = {"project-with": "project_with_cmd", "tune": "tune_cmd", "eval-bio": "eval_bio_cmd",
-            "export": "export_cmd", "align": "align_cmd", "align-corpus": "align_corpus_cmd", "eval": "eval_cmd", "project": "project_cmd", "bench": "bench_cmd",
-            "finetune": "finetune_cmd", "serve": "serve_cmd"}
+# subcommand -> its module under transalign.cli, in the order shown by --help
+_COMMANDS = {
+    "export": "export_cmd",
+    "align": "align_cmd",
+    "align-corpus": "align_corpus_cmd",
+    "serve": "serve_cmd",
+    "eval": "eval_cmd",
+    "project": "project_cmd",
+    "project-with": "project_with_cmd",
+    "tune": "tune_cmd",
+    "eval-bio": "eval_bio_cmd",
+    "bench": "bench_cmd",
+    "finetune": "finetune_cmd",
+}
 
 
 class UserError(Exception):
@@ -32,9 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"transalign {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in _COMMANDS:
-        module = importlib.import_module(f"transalign.cli.{_MODULES[name]}")
-        module.register(sub)
+    for module in _COMMANDS.values():
+        importlib.import_module(f"transalign.cli.{module}").register(sub)
     return parser
 
 

@@ -9,8 +9,12 @@ import warnings
 from transalign.engine.bundle import PRECISIONS
 from transalign.engine.defaults import DEFAULT_BATCH_TOKENS, MAX_BATCH_TOKENS
 from transalign.engine.session import PROVIDER_CHOICES
+from transalign.formats.alignments import OUTPUT_FORMATS
+from transalign.formats.text import INPUT_FORMATS
+from transalign.kernels.names import DEFAULT_METHOD, DEFAULT_WORD_LEVEL, METHODS, WORD_LEVELS
 
 PROGRESS_MIN_PAIRS = 1000
+PROGRESS_MODES = ("auto", "always", "never")
 
 
 def register(sub) -> None:
@@ -27,17 +31,17 @@ def register(sub) -> None:
     p.add_argument("--tgt-lang", help="target language code, e.g. eng_Latn (required for NLLB bundles)")
     p.add_argument("--threshold", type=float, help="alignment threshold of --method softmax (default: the bundle's, "
                                                    "0.001 for NLLB)")
-    p.add_argument("--method", choices=("softmax", "argmax", "itermax"), default="softmax",
+    p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
                    help="softmax: both softmaxes of the similarities above the threshold (the paper's, default); "
                         "argmax: row and column maximum of the similarities (SimAlign's ArgMax); "
                         "itermax: SimAlign's IterMax, argmax plus a second round for unaligned words")
-    p.add_argument("--word-level", choices=("any", "mean"), default="any",
+    p.add_argument("--word-level", choices=WORD_LEVELS, default=DEFAULT_WORD_LEVEL,
                    help="any: words are linked when any of their subwords are (the paper's, default); "
                         "mean: align mean-pooled subword vectors of each word (SimAlign's word level)")
-    p.add_argument("--input-format", choices=("lines", "conll"), default="lines",
+    p.add_argument("--input-format", choices=INPUT_FORMATS, default=INPUT_FORMATS[0],
                    help="lines: one sentence per line, words split on whitespace; conll: one token per line "
                         "(first column), blank line between sentences (default: lines)")
-    p.add_argument("--output-format", choices=("pharaoh", "id", "jsonl", "pharaoh-scores"), default="pharaoh",
+    p.add_argument("--output-format", choices=OUTPUT_FORMATS, default=OUTPUT_FORMATS[0],
                    help="pharaoh: `i-j i-j` per line; id: `ID<TAB>i-j ...` with ID the 0-based pair index; "
                         'jsonl: `{"links": [[i, j], ...], "scores": [...]}` per line; pharaoh-scores: `i-j:0.873 ...`; '
                         "a link's score is min(F, B) for softmax, the similarity for argmax / itermax (default: pharaoh)")
@@ -54,7 +58,7 @@ def register(sub) -> None:
     p.add_argument("--skip-long", action="store_true",
                    help="give pairs with a sentence longer than the model's maximum an empty line instead of "
                         "failing (the count is reported)")
-    p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+    p.add_argument("--progress", choices=PROGRESS_MODES, default="auto",
                    help=f"progress on stderr (auto: on a terminal, for {PROGRESS_MIN_PAIRS}+ pairs or unknown counts; "
                         "default: auto)")
     p.set_defaults(func=run)

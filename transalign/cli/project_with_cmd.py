@@ -7,7 +7,10 @@ import sys
 import warnings
 
 from transalign.cli import project_cmd
+from transalign.engine.bundle import PRECISIONS
 from transalign.engine.defaults import DEFAULT_BATCH_TOKENS
+from transalign.engine.session import PROVIDER_CHOICES
+from transalign.kernels.names import DEFAULT_METHOD, DEFAULT_WORD_LEVEL, METHODS, WORD_LEVELS
 
 _DESCRIPTION = """\
 Align the words of UNLABELED and LABELED (CoNLL files, one token per line in the first column)
@@ -43,12 +46,12 @@ def register(sub) -> None:
                    help="a single-word entity labels only one word (its B- tag), even if linked to several")
     p.add_argument("--json", action="store_true", help="print the counts as JSON")
     p.add_argument("--threshold", type=float, help="alignment threshold of --method softmax (default: the bundle's)")
-    p.add_argument("--method", choices=("softmax", "argmax", "itermax"), default="softmax",
+    p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
                    help="link extraction method, as for `align` (default softmax, the paper's)")
-    p.add_argument("--word-level", choices=("any", "mean"), default="any",
+    p.add_argument("--word-level", choices=WORD_LEVELS, default=DEFAULT_WORD_LEVEL,
                    help="word-level aggregation, as for `align` (default any, the paper's)")
-    p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--precision", choices=("fp32", "int8", "fp16"), default="fp32")
+    p.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--batch-tokens", type=int, help="padded tokens per encoder batch (default "
                    f"{DEFAULT_BATCH_TOKENS['cpu']} CPU, {DEFAULT_BATCH_TOKENS['cuda']} CUDA)")
     p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")

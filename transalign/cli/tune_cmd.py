@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from transalign.engine.bundle import PRECISIONS
 from transalign.engine.defaults import DEFAULT_BATCH_TOKENS
+from transalign.engine.session import PROVIDER_CHOICES
+from transalign.kernels.names import METHODS, WORD_LEVELS
 
 _DESCRIPTION = """\
 Align the gold set of DIR (src.txt, tgt.txt: one sentence per line, words split on whitespace;
@@ -39,7 +42,6 @@ def _names(allowed: tuple[str, ...]):
 def register(sub) -> None:
     from transalign.tuning import DEFAULT_THRESHOLDS
 
-    methods, word_levels = ("softmax", "argmax", "itermax"), ("any", "mean")
     p = sub.add_parser("tune", help="evaluate extraction methods and thresholds on gold alignments",
                        description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bundle", help="bundle directory made by `transalign export`")
@@ -49,12 +51,12 @@ def register(sub) -> None:
     p.add_argument("--thresholds", type=_floats, default=list(DEFAULT_THRESHOLDS),
                    help="softmax thresholds to try, comma-separated (default "
                         f"{','.join(f'{t:g}' for t in DEFAULT_THRESHOLDS)}; the bundle's own is always tried)")
-    p.add_argument("--methods", type=_names(methods), default=list(methods),
-                   help=f"methods to try (default {','.join(methods)})")
-    p.add_argument("--word-levels", type=_names(word_levels), default=list(word_levels),
-                   help=f"word levels to try (default {','.join(word_levels)})")
-    p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--precision", choices=("fp32", "int8", "fp16"), default="fp32")
+    p.add_argument("--methods", type=_names(METHODS), default=list(METHODS),
+                   help=f"methods to try (default {','.join(METHODS)})")
+    p.add_argument("--word-levels", type=_names(WORD_LEVELS), default=list(WORD_LEVELS),
+                   help=f"word levels to try (default {','.join(WORD_LEVELS)})")
+    p.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--batch-tokens", type=int, help="padded tokens per encoder batch (default "
                    f"{DEFAULT_BATCH_TOKENS['cpu']} CPU, {DEFAULT_BATCH_TOKENS['cuda']} CUDA)")
     p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")

@@ -72,6 +72,18 @@ class AlignResult:
         return " ".join(f"{i}-{j}" for i, j in self.links)
 
 
+@dataclass(frozen=True)
+class _CallOptions:
+    """What one align / align_iter / align_settings call asked for, checked once and shared by
+    all its chunks."""
+
+    src_lang: str | None
+    tgt_lang: str | None
+    extractions: tuple  # transalign.kernels.Extraction objects: one result list each
+    batch_tokens: int
+    on_too_long: str
+
+
 @dataclass
 class AlignStats:
     """Counters and timings of the last align call (seconds), for benchmarks and the CLI."""
@@ -180,10 +192,7 @@ class Aligner:
                    word_level: str = "any", with_scores: bool = False) -> Iterator[AlignResult]:
         """Streaming form of `align`: yields results in input order, chunk by chunk."""
         extraction = self.extraction(method, word_level, threshold, with_scores)
-        if on_too_long not in LENGTH_POLICIES:
-            raise ValueError(f"on_too_long {on_too_long!r} is not one of {', '.join(LENGTH_POLICIES)}")
-        batch_tokens = self._batch_budget(batch_tokens)
-        src_lang, tgt_lang = self._languages(src_lang, tgt_lang)
+        options = self._call_options(src_lang, tgt_lang, (extraction,), batch_tokens, on_too_long)
         self.stats = AlignStats()
         src_iter, tgt_iter = iter(src), iter(tgt)
         start = 0
@@ -196,8 +205,7 @@ class Aligner:
                 if next(tgt_iter, None) is not None:
                     raise ValueError(f"target has more sentences than source ({start})")
                 break
-            yield from self._align_chunk(src_chunk, tgt_chunk, src_lang, tgt_lang, (extraction,), batch_tokens,
-                                         on_too_long, start)[0]
+            yield from self._align_chunk(src_chunk, tgt_chunk, options, start)[0]
             start += len(src_chunk)
         if self.stats.skipped:
             warnings.warn(f"{self.stats.skipped} of {self.stats.pairs} pairs were longer than the model's "
@@ -223,31 +231,36 @@ class Aligner:
         Holds every pair's hidden states at once: for evaluation sets (`transalign tune`)."""
         if len(src) != len(tgt):
             raise ValueError(f"source has {len(src)} sentences but target has {len(tgt)}; they must pair up")
+        options = self._call_options(src_lang, tgt_lang, tuple(extractions), batch_tokens, on_too_long)
+        self.stats = AlignStats()
+        return self._align_chunk([_words(s) for s in src], [_words(s) for s in tgt], options, 0)
+
+    def _call_options(self, src_lang, tgt_lang, extractions: tuple, batch_tokens: int | None,
+                      on_too_long: str) -> _CallOptions:
         if on_too_long not in LENGTH_POLICIES:
             raise ValueError(f"on_too_long {on_too_long!r} is not one of {', '.join(LENGTH_POLICIES)}")
-        src_lang, tgt_lang = self._languages(src_lang, tgt_lang)
-        self.stats = AlignStats()
         batch_tokens = self._batch_budget(batch_tokens)
-        return self._align_chunk([_words(s) for s in src], [_words(s) for s in tgt], src_lang, tgt_lang,
-                                 tuple(extractions), batch_tokens, on_too_long, 0)
+        src_lang, tgt_lang = self._languages(src_lang, tgt_lang)
+        return _CallOptions(src_lang, tgt_lang, extractions, batch_tokens, on_too_long)
 
-    def _align_chunk(self, src, tgt, src_lang, tgt_lang, extractions, batch_tokens, on_too_long, start):
-        """One encoder pass over the chunk; one list of results per extraction."""
+    def _align_chunk(self, src, tgt, options: _CallOptions, start: int):
+        """One encoder pass over the chunk whose first pair is pair ``start`` of the call; one
+        list of results per extraction."""
         from transalign.kernels import extract_with
 
         clock = time.perf_counter()
-        encoded = self._encode(src, src_lang) + self._encode(tgt, tgt_lang)
+        encoded = self._encode(src, options.src_lang) + self._encode(tgt, options.tgt_lang)
         self.stats.seconds["tokenize"] += time.perf_counter() - clock
         n = len(src)
-        keep = self._length_policy(encoded, n, on_too_long, start)
+        keep = self._length_policy(encoded, n, options.on_too_long, start)
         clock = time.perf_counter()
-        hidden, offsets, lengths, word_ids = self._hidden_rows(encoded, keep, batch_tokens)
+        hidden, offsets, lengths, word_ids = self._hidden_rows(encoded, keep, options.batch_tokens)
         self.stats.seconds["encode"] += time.perf_counter() - clock
         _check_finite(hidden, offsets, lengths, n, start)
         clock = time.perf_counter()
         pairs = np.flatnonzero(keep[:n] & keep[n:])
         every = []
-        for extraction in extractions:
+        for extraction in options.extractions:
             pair_starts, links, scores = extract_with(hidden, offsets[pairs], lengths[pairs], offsets[pairs + n],
                                                       lengths[pairs + n], word_ids, word_ids, extraction)
             results = [AlignResult((), skipped="too_long", scores=None if scores is None else ())] * n
@@ -264,7 +277,7 @@ class Aligner:
         """Checked codes; a bundle without language codes warns about (and drops) given ones."""
         if not self.manifest.tokenizer.lang_code_ids and (src_lang is not None or tgt_lang is not None):
             warnings.warn(f"language codes {src_lang!r}/{tgt_lang!r} are ignored: this {self.manifest.architecture} "
-                          "bundle has none (its tokenizer needs no language)", stacklevel=3)
+                          "bundle has none (its tokenizer needs no language)", stacklevel=4)
             return None, None
         self.tokenizer.check_lang(src_lang)
         self.tokenizer.check_lang(tgt_lang)

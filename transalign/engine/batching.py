@@ -17,15 +17,10 @@ import numpy as np
 class BatchPlan:
     batches: list[np.ndarray]  # sequence indices per batch, longest first within each
     real_tokens: int
-    padded_tokens: int
-
-    @property
-    def padding_waste(self) -> float:
-        """Share of computed tokens that are padding."""
-        return 1.0 - self.real_tokens / self.padded_tokens if self.padded_tokens else 0.0
+    padded_tokens: int  # AlignStats.padding_waste reports the share of padding
 
 
-def plan_batches(lengths: np.ndarray, batch_tokens: int, max_batch_size: int | None = None) -> BatchPlan:
+def plan_batches(lengths: np.ndarray, batch_tokens: int) -> BatchPlan:
     """Sort by length and pack greedily under a padded-token budget.
 
     A sequence longer than the budget still gets a batch of its own (never dropped).
@@ -39,8 +34,6 @@ def plan_batches(lengths: np.ndarray, batch_tokens: int, max_batch_size: int | N
     while start < n:
         longest = int(lengths[order[start]])
         size = max(1, batch_tokens // max(longest, 1))
-        if max_batch_size is not None:
-            size = min(size, max_batch_size)
         stop = min(n, start + size)
         batches.append(order[start:stop])
         padded += (stop - start) * longest

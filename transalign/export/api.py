@@ -8,7 +8,7 @@ from pathlib import Path
 
 from transalign.engine.bundle import FORMAT_VERSION, MODEL_FILES, PRECISIONS, Manifest, sha256_file
 from transalign.export import graph, quantize, validation, writer
-from transalign.export.architectures import architecture_for, check_layer, family_defaults, max_tokens
+from transalign.export.architectures import FamilyDefaults, architecture_for, check_layer, family_defaults, max_tokens
 from transalign.export.errors import ExportError, ValidationError
 
 log = logging.getLogger("transalign.export")
@@ -48,6 +48,17 @@ class ExportOptions:
             raise ExportError(f"lora_extra_scale {self.lora_extra_scale} must be positive")
 
 
+@dataclass(frozen=True)
+class _Settled:
+    """What `run_export` settles before the model is loaded: the layer, the family's defaults
+    and the adapter to merge."""
+
+    layer: int
+    num_layers: int
+    defaults: FamilyDefaults
+    adapter: object | None  # export.lora adapter, None without --lora
+
+
 def export(model: str, out: str | Path, lora: str | Path | None = None, layer: int | None = None,
            precisions=("fp32",), force: bool = False, threshold: float | None = None,
            lora_extra_scale: float = 1.0, int8_fp32_blocks: int | None = None, calibration: str | Path | None = None,
@@ -81,13 +92,13 @@ def run_export(options: ExportOptions) -> Manifest:
     defaults = family_defaults(arch, options.model)
     layer = defaults.layer if options.layer is None else options.layer
     check_layer(layer, num_layers, source)
-    adapter = load_adapter(options.lora) if options.lora else None
+    settled = _Settled(layer, num_layers, defaults, load_adapter(options.lora) if options.lora else None)
     loaded = load_encoder(options.model)
-    if adapter is not None:
-        merge_adapter(loaded.lora_roots, adapter, options.lora_extra_scale)
+    if settled.adapter is not None:
+        merge_adapter(loaded.lora_roots, settled.adapter, options.lora_extra_scale)
     staging = writer.staging_dir(options.out)
     try:
-        manifest = _build(options, loaded, layer, num_layers, defaults, adapter, staging)
+        manifest = _build(options, settled, loaded, staging)
         writer.finish(staging, options.out, manifest)
     except BaseException:
         writer.discard(staging)
@@ -95,8 +106,10 @@ def run_export(options: ExportOptions) -> Manifest:
     return manifest
 
 
-def _build(options, loaded, layer, num_layers, defaults, adapter, staging: Path) -> Manifest:
+def _build(options: ExportOptions, settled: _Settled, loaded, staging: Path) -> Manifest:
     from transalign.export.tokenizer_spec import spec_from_hf_tokenizer
+
+    layer, num_layers, defaults, adapter = settled.layer, settled.num_layers, settled.defaults, settled.adapter
 
     ids, mask = validation.validation_batch(loaded.tokenizer, loaded.arch, max_tokens(loaded.config))
     reference = validation.reference_hidden(loaded.encoder, ids, mask, layer)
@@ -171,7 +184,7 @@ def _tool_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {"format_version": str(FORMAT_VERSION)}
-    for package in ("transalign", "torch", "transformers", "peft", "onnx", "onnxruntime", "optimum-onnx"):
+    for package in ("transalign", "torch", "transformers", "peft", "onnx", "onnxruntime"):
         try:
             versions[package] = version(package)
         except PackageNotFoundError:

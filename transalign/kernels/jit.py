@@ -288,8 +288,8 @@ def _gather_links(src_offsets, src_lengths, tgt_offsets, tgt_lengths, src_word_i
 # Kept in this file for the cache reason of the module docstring: they call `_scores` and
 # `_mark_aligned`, and a cached caller in another file would keep a stale inlined copy.
 
-SOFTMAX, ARGMAX, ITERMAX = 0, 1, 2  # method codes (transalign.kernels.methods.METHODS order)
-ANY, MEAN = 0, 1  # word-level codes (transalign.kernels.methods.WORD_LEVELS order)
+SOFTMAX, ARGMAX, ITERMAX = 0, 1, 2  # method codes (transalign.kernels.names.METHODS order)
+ANY, MEAN = 0, 1  # word-level codes (transalign.kernels.names.WORD_LEVELS order)
 ITERMAX_ALPHA = 0.9  # SimAlign's alpha_ratio
 
 

@@ -39,10 +39,8 @@ import numpy as np
 from transalign.kernels.extract import (_as_hidden, _as_index, _as_threads, _as_threshold, _as_word_ids,
                                         _balanced_ranges, _check_spans, extract_links)
 from transalign.kernels.jit import _gather_links, _gather_scores, _method_matrices
+from transalign.kernels.names import DEFAULT_METHOD, DEFAULT_WORD_LEVEL, METHODS, WORD_LEVELS
 
-METHODS = ("softmax", "argmax", "itermax")
-WORD_LEVELS = ("any", "mean")
-DEFAULT_METHOD, DEFAULT_WORD_LEVEL = METHODS[0], WORD_LEVELS[0]
 
 
 @dataclass(frozen=True)
