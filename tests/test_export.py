@@ -104,7 +104,7 @@ def test_far_off_int8_is_refused(tmp_path, tiny_nllb, monkeypatch):
         return -out if path.name == "model.int8.onnx" else out
 
     monkeypatch.setattr(validation, "run_onnx", broken_int8)
-    with pytest.raises(ValidationError, match="int8 mean token cosine -1.0000 < 0.95"):
+    with pytest.raises(ValidationError, match=r"int8 mean token cosine -[01]\.\d+ < 0.95"):
         export(str(tiny_nllb), tmp_path / "b", layer=3, precisions="fp32,int8")
     _nothing_written(tmp_path)
 

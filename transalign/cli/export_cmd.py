@@ -30,13 +30,23 @@ def register(sub) -> None:
     p.add_argument("--calibration", metavar="FILE",
                    help="int8 only: text whose activation ranges fix the int8 graph's constant scales, one sentence "
                         "per line, optionally CODE<TAB>TEXT for NLLB (default: built-in multilingual sentences)")
-    p.add_argument("--int8-smoothing", type=float, metavar="ALPHA", default=0.5,
-                   help="int8 only: SmoothQuant strength in [0, 1], moving activation outliers into the weights "
-                        "(default 0.5; a negative value turns smoothing off)")
+    p.add_argument("--int8-smoothing", metavar="ALPHA", default="auto", type=_smoothing,
+                   help="int8 only: SmoothQuant strength in [0, 1], moving activation outliers into the weights; "
+                        "'off' for none; 'auto' builds 0.5 and off and keeps the one closer to PyTorch "
+                        "(default: auto)")
     p.add_argument("--force", action="store_true",
                    help="replace an existing bundle (a non-empty directory that is not a bundle is never replaced)")
     p.add_argument("--lora-extra-scale", type=float, default=1.0, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
+
+
+def _smoothing(text: str):
+    if text in ("auto", "off"):
+        return None if text == "off" else text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not auto, off or a number in [0, 1]") from None
 
 
 def run(args) -> int:
@@ -45,7 +55,7 @@ def run(args) -> int:
     manifest = export(args.model, args.output, lora=args.lora, layer=args.layer, precisions=args.precision,
                       force=args.force, threshold=args.threshold, lora_extra_scale=args.lora_extra_scale,
                       int8_fp32_blocks=args.int8_fp32_blocks, calibration=args.calibration,
-                      int8_smoothing=None if args.int8_smoothing < 0 else args.int8_smoothing)
+                      int8_smoothing=args.int8_smoothing)
     summary = {p: info["validation"] for p, info in manifest.precisions.items()}
     print(f"wrote bundle {args.output}: {manifest.architecture}, layer {manifest.layer}/{manifest.num_layers}, "
           f"hidden {manifest.hidden_size}, threshold {manifest.default_threshold}")
