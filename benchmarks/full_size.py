@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from transalign.engine.textio import read_sentences
+from transalign.formats.text import read_sentences
 
 NLLB_600M = dict(
     vocab_size=256206,

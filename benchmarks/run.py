@@ -36,7 +36,7 @@ from benchmarks.full_size import BAM, SHARED, build_checkpoint
 from transalign.bench.measure import measure_run
 from transalign.bench.stats import agreement, parse_links, peak_rss_mb
 from transalign.bench.stats import nearest_to_quantile as latency_pairs
-from transalign.engine.textio import read_sentences
+from transalign.formats.text import read_sentences
 
 ROOT = Path(__file__).resolve().parent
 LORA = SHARED / "reference" / "transalign-lora-nllb-600m"

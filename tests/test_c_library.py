@@ -21,8 +21,8 @@ import pytest
 from transalign import Aligner
 from transalign.cli import main as transalign_main
 from transalign.engine.bundle import read_manifest, sha256_file
-from transalign.engine.textio import read_sentences
-from transalign.engine.tokenization import load_tokenizer
+from transalign.formats.text import read_sentences
+from transalign.engine.tokenizers import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "c"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from transalign.alignment_io import FormatError
+from transalign.formats.alignments import FormatError
 from transalign.cli import main
 from transalign.corpus.formats import detect_format, iter_pairs, read_shard
 from transalign.corpus.job import align_corpus

@@ -32,7 +32,7 @@ with warnings.catch_warnings():  # this Starlette deprecates httpx under TestCli
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from transalign.engine.aligner import Aligner  # noqa: E402
-from transalign.engine.textio import read_sentences  # noqa: E402
+from transalign.formats.text import read_sentences  # noqa: E402
 from transalign.serve import ServeConfig, create_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

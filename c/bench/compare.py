@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=50, help="pairs aligned one by one for the p50")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from transalign.engine.textio import read_sentences
+    from transalign.formats.text import read_sentences
 
     sample = ROOT.parent / "shared" / "reference" / "bam-sample"
     src = read_sentences(sample / "test-bam.txt", "conll")[:args.pairs]

@@ -51,7 +51,7 @@ Manifest read_manifest(const std::string &root, const std::string &precision, bo
 std::string bundle_path(const std::string &root, const std::string &name);
 std::string sha256_file(const std::string &path);  // hex; throws Error
 
-// ---- tokenizer.cpp: NLLB tokenization (transalign/engine/tokenization_nllb.py) ----
+// ---- tokenizer.cpp: NLLB tokenization (transalign/engine/tokenizers/nllb.py) ----
 
 struct Encoded {
     std::vector<int64_t> ids;       // [lang_code] pieces... [</s>]

@@ -1,4 +1,4 @@
-// NLLB tokenization of pre-split words, token for token what transalign/engine/tokenization_nllb.py
+// NLLB tokenization of pre-split words, token for token what transalign/engine/tokenizers/nllb.py
 // (and so Hugging Face's NllbTokenizerFast) does. Per word, in order:
 //
 // 1. raw added tokens (<s> <pad> </s> <unk>, every language code) are cut out of the word,

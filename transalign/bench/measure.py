@@ -11,7 +11,7 @@ import io
 import time
 import warnings
 
-from transalign.alignment_io import format_line
+from transalign.formats.alignments import format_line
 
 SECTIONS = ("tokenize", "encode", "extract", "output")
 

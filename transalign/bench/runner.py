@@ -117,7 +117,7 @@ def plan_variants(options: BenchOptions, bundle_precisions, available: list[str]
 
 def _workload(options: BenchOptions, manifest, tokenizer) -> tuple[dict, list, list, str | None, str | None]:
     from transalign.bench.synthetic import fit_to_model, synthetic_pairs
-    from transalign.engine.textio import read_sentences
+    from transalign.formats.text import read_sentences
 
     src_lang, tgt_lang = options.src_lang, options.tgt_lang
     languages = getattr(tokenizer, "languages", ())
@@ -182,7 +182,7 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] = lambda line: N
     from transalign.bench.machine import machine_info
     from transalign.engine.bundle import read_manifest
     from transalign.engine.session import available_providers
-    from transalign.engine.tokenization import load_tokenizer
+    from transalign.engine.tokenizers import load_tokenizer
 
     load_start = _load_average()
     manifest = read_manifest(options.bundle, verify_hashes=False)  # each worker's load verifies its files

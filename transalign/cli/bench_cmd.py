@@ -83,7 +83,7 @@ def run(args) -> int:
     results = run_bench(options, log=lambda line: print(f"transalign bench: {line}", file=sys.stderr, flush=True))
     print(render(results), end="")
     if args.json:
-        from transalign.alignment_io import atomic_open
+        from transalign.formats.alignments import atomic_open
 
         with atomic_open(args.json) as out:
             json.dump(results, out, indent=1)

@@ -12,7 +12,7 @@ Input formats (one sentence pair per line or row, words split on whitespace):
 
 Readers stream (one line or one Parquet batch at a time) and can start at a recorded position
 (a byte offset, or a row for Parquet), so a resumed or distributed job reads only its part.
-A malformed row is a :class:`~transalign.alignment_io.FormatError` naming the file and line
+A malformed row is a :class:`~transalign.formats.alignments.FormatError` naming the file and line
 (Parquet: row): a pair is never dropped or shifted silently.
 
 Output formats, one record per pair: ``pharaoh`` (``i-j ...``, exactly the lines of
@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from transalign.alignment_io import FormatError, atomic_open, format_line
+from transalign.formats.alignments import FormatError, atomic_open, format_line
 
 INPUT_FORMATS = ("fast_align", "tsv", "jsonl", "parquet")
 OUTPUT_FORMATS = ("pharaoh", "id", "jsonl", "parquet")

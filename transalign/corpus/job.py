@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from transalign.alignment_io import FormatError
+from transalign.formats.alignments import FormatError
 from transalign.corpus.formats import EXTENSIONS, INPUT_FORMATS, OUTPUT_FORMATS, Pair, Record, ShardWriter, \
     detect_format, iter_pairs
 from transalign.corpus.manifest import JobManifest, describe_job, prepare_outdir

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transalign.alignment_io import atomic_open
+from transalign.formats.alignments import atomic_open
 from transalign.engine.bundle import MANIFEST_NAME, sha256_file
 
 JOB_FORMAT = "transalign-corpus-job"

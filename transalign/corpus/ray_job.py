@@ -94,9 +94,9 @@ def align_dataset(ds, bundle: str | Path, *, src_lang: str | None = None, tgt_la
 def scan_shards(input_path: Path, fmt: str, shard_pairs: int, settings: AlignSettings, bundle: str):
     """Stream the input once: [(start pos, start line, pairs)] per shard; checks every row and
     every language code (with the bundle's tokenizer) so errors come before any actor starts."""
-    from transalign.alignment_io import FormatError
+    from transalign.formats.alignments import FormatError
     from transalign.engine.bundle import read_manifest
-    from transalign.engine.tokenization import load_tokenizer
+    from transalign.engine.tokenizers import load_tokenizer
 
     manifest = read_manifest(bundle, verify_hashes=False)
     tokenizer = load_tokenizer(bundle, manifest.tokenizer)
@@ -220,7 +220,7 @@ def _write_in_order(ds, job, pending, starts, outdir, output_format, shard_pairs
 
 def _user_error(exc: BaseException) -> BaseException:
     """The user-facing error inside a Ray error (a malformed row, a too-long pair...), if any."""
-    from transalign.alignment_io import FormatError
+    from transalign.formats.alignments import FormatError
 
     seen = exc
     while seen is not None:

@@ -29,7 +29,6 @@ import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO
 
 __all__ = [
     "AlignmentLine",

@@ -48,7 +48,7 @@ def create_app(config: ServeConfig, *, load: Callable[[], object] | None = None,
     load = load or (lambda: _load_aligner(config))
 
     def on_ready(aligner) -> None:
-        from transalign.engine.tokenization import load_tokenizer
+        from transalign.engine.tokenizers import load_tokenizer
 
         tokenizer = load_tokenizer(aligner.root, aligner.manifest.tokenizer)
         state.preparer = RequestPreparer(tokenizer, aligner.manifest, config.max_pairs_per_request)

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from transalign.alignment_io import FormatError, iter_alignments
+from transalign.formats.alignments import FormatError, iter_alignments
 
 Link = tuple[int, int]
 FILES = ("src.txt", "tgt.txt", "gold.txt")
