@@ -33,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 from transalign.engine.aligner import Aligner  # noqa: E402
 from transalign.formats.text import read_sentences  # noqa: E402
+from transalign.kernels.names import METHODS, WORD_LEVELS  # noqa: E402
 from transalign.serve import ServeConfig, create_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +69,8 @@ def multi_request_batches(samples) -> float:
 
 
 class Gate:
-    """Wraps a real Aligner: `align` waits for `open` and raises on a sentence containing BOOM.
+    """Wraps a real Aligner: `align_prepared` (what the worker calls) waits for `open` and raises
+    on a sentence containing BOOM.
 
     Lets a test hold the worker inside a batch (queue-full, shutdown) or make one request of a
     batch fail inside the engine (isolation)."""
@@ -82,13 +84,13 @@ class Gate:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def align(self, src, tgt, *args, **kwargs):
+    def align_prepared(self, prepared, *args, **kwargs):
         self.entered.set()
         assert self.open.wait(DEADLINE_S)
-        self.calls.append(len(src))
-        if any("BOOM" in words for words in src):
+        self.calls.append(len(prepared))
+        if any("BOOM" in words for words in prepared.src):
             raise ValueError("a sentence contains BOOM")
-        return self.inner.align(src, tgt, *args, **kwargs)
+        return self.inner.align_prepared(prepared, *args, **kwargs)
 
 
 @contextlib.contextmanager
@@ -142,6 +144,29 @@ def test_align_equals_the_aligner(client, direct):
         assert response.json() == {"results": [{"links": r} for r in links(expected)]}
 
 
+def as_json(results, scores: bool) -> list[dict]:
+    """`AlignResult`s as the service answers them (scores: JSON floats, exact)."""
+    return [{"links": link, "scores": list(r.scores)} if scores else {"links": link}
+            for link, r in zip(links(results), results)]
+
+
+OPTION_SETTINGS = [(method, word_level, scores) for method in METHODS for word_level in WORD_LEVELS
+                   for scores in (False, True)]
+
+
+@pytest.mark.parametrize(("method", "word_level", "scores"), OPTION_SETTINGS)
+def test_options_equal_the_aligners(client, direct, bam_pairs, method, word_level, scores):
+    """method / word_level / scores are exactly `Aligner.align`'s options."""
+    pairs = bam_pairs[:8]
+    body = {"pairs": [{"src": s, "tgt": t} for s, t in pairs], "src_lang": "bam_Latn", "tgt_lang": "eng_Latn",
+            "method": method, "word_level": word_level, "scores": scores}
+    response = client.post("/v1/align", json=body)
+    assert response.status_code == 200, response.text
+    expected = direct.align([s for s, _ in pairs], [t for _, t in pairs], "bam_Latn", "eng_Latn", method=method,
+                            word_level=word_level, with_scores=scores)
+    assert response.json() == {"results": as_json(expected, scores)}
+
+
 def test_health_ready_info_metrics_openapi(client, direct):
     assert client.get("/health").json() == {"status": "ok"}
     assert client.get("/ready").status_code == 200
@@ -152,6 +177,7 @@ def test_health_ready_info_metrics_openapi(client, direct):
     assert (info["precision"], info["provider"]) == ("fp32", "cpu")
     assert info["languages"] == sorted(m.tokenizer.lang_code_ids) and "bam_Latn" in info["languages"]
     assert info["limits"]["max_pairs_per_request"] == 8
+    assert (info["methods"], info["word_levels"]) == (list(METHODS), list(WORD_LEVELS))
     client.post("/v1/align", json={"pairs": [{"src": "a", "tgt": "b"}], **LANGS})
     samples = metric_samples(client.get("/metrics").text)
     assert samples[("transalign_requests_total", (("path", "/v1/align"), ("status", "200")))] >= 1
@@ -165,7 +191,8 @@ def test_health_ready_info_metrics_openapi(client, direct):
     validate(spec)
     assert {"/v1/align", "/v1/info", "/health", "/ready", "/metrics"} <= set(spec["paths"])
     assert set(spec["components"]["schemas"]["AlignRequest"]["properties"]) == \
-        {"pairs", "src_lang", "tgt_lang", "threshold"}
+        {"pairs", "src_lang", "tgt_lang", "threshold", "method", "word_level", "scores"}
+    assert spec["components"]["schemas"]["AlignRequest"]["properties"]["method"]["enum"] == list(METHODS)
 
 
 @pytest.mark.parametrize(("body", "status", "code", "pair", "words"), [
@@ -181,8 +208,18 @@ def test_health_ready_info_metrics_openapi(client, direct):
      "unknown_language", None, "closest: eng_Latn"),
     ({"pairs": [{"src": "a", "tgt": "b"}], "src_lang": "eng_Latn"}, 400, "missing_language", None, "tgt_lang"),
     ({"pairs": [{"src": "a", "tgt": "b"}, {"src": "x", "tgt": "w " * 300}], **LANGS}, 400, "too_long", 1,
-     "pair 1: the target sentence has"),
+     "pair 1: the target sentence has more than 256 tokens"),  # not tokenized in full
+    ({"pairs": [{"src": "a", "tgt": "b"}, {"src": "qz" * 300, "tgt": "b"}], **LANGS}, 400, "too_long", 1,
+     "tokens (special tokens included), more than the model's maximum of 256"),  # one word, counted exactly
     ({"pairs": [{"src": "a", "tgt": "b"}] * 9, **LANGS}, 413, "too_many_pairs", None, "limit of 8"),
+    ({"pairs": [{"src": "a", "tgt": "b"}], "method": "maxmax", **LANGS}, 422, "invalid_request", None,
+     "method: Input should be " + " or ".join([", ".join(f"'{m}'" for m in METHODS[:-1]), f"'{METHODS[-1]}'"])),
+    ({"pairs": [{"src": "a", "tgt": "b"}], "word_level": "max", **LANGS}, 422, "invalid_request", None,
+     "word_level: Input should be " + " or ".join([", ".join(f"'{w}'" for w in WORD_LEVELS[:-1]),
+                                                   f"'{WORD_LEVELS[-1]}'"])),
+    ({"pairs": [{"src": "a", "tgt": "b"}], "scores": "yes", **LANGS}, 422, "invalid_request", None, "scores"),
+    ({"pairs": [{"src": "a", "tgt": "b"}], "method": "argmax", "threshold": 0.1, **LANGS}, 422, "invalid_request",
+     None, "threshold: applies to method 'softmax' only"),
     ({"pairs": [{"src": "a" * 70_000, "tgt": "b"}], **LANGS}, 413, "body_too_large", None, "65536 bytes"),
 ])
 def test_bad_requests(client, body, status, code, pair, words):
@@ -387,6 +424,60 @@ def test_concurrent_clients_get_exactly_the_aligners_links(server, direct, bam_p
     assert multi_request_batches(samples) > 0, "no batch merged two requests under 32 concurrent clients"
     assert samples[("transalign_batch_pairs_sum", ())] / samples[("transalign_batch_pairs_count", ())] > 1
     assert samples[("transalign_pairs_aligned_total", ())] >= 300
+
+
+def test_concurrent_mixed_methods_get_exactly_the_aligners_links_and_scores(server, direct, bam_pairs):
+    """32 clients, requests of 1-6 pairs with a random extraction setting each (method, word level,
+    scores, threshold, direction): every answer equals `Aligner.align` with those options, whatever
+    shared its batch (the batcher groups by the full setting)."""
+    rng = random.Random(1414)
+    settings = [(lang, method, word_level, scores, threshold)
+                for lang in (("bam_Latn", "eng_Latn"), ("eng_Latn", "bam_Latn"))
+                for method, word_level, scores in OPTION_SETTINGS
+                for threshold in ((None, 0.05) if method == "softmax" else (None,))]
+    pool_pairs = bam_pairs[:120]
+    requests = []
+    for _ in range(96):
+        start = rng.randrange(len(pool_pairs))
+        requests.append((rng.choice(settings), list(range(start, min(len(pool_pairs), start + rng.randint(1, 6))))))
+    truth = {}
+    for setting in set(s for s, _ in requests):
+        (src_lang, tgt_lang), method, word_level, scores, threshold = setting
+        swap = src_lang == "eng_Latn"
+        results = direct.align([p[swap] for p in pool_pairs], [p[not swap] for p in pool_pairs], src_lang, tgt_lang,
+                               threshold, method=method, word_level=word_level, with_scores=scores)
+        truth[setting] = as_json(results, scores)
+    local = threading.local()
+
+    def send(request):
+        setting, index = request
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=server.url, headers=server.headers, timeout=DEADLINE_S)
+        (src_lang, tgt_lang), method, word_level, scores, threshold = setting
+        swap = src_lang == "eng_Latn"
+        body = {"pairs": [{"src": pool_pairs[i][swap], "tgt": pool_pairs[i][not swap]} for i in index],
+                "src_lang": src_lang, "tgt_lang": tgt_lang, "method": method, "word_level": word_level,
+                "scores": scores}
+        if threshold is not None:
+            body["threshold"] = threshold
+        response = local.client.post("/v1/align", json=body)
+        assert response.status_code == 200, response.text
+        return request, response.json()["results"]
+
+    before = metric_samples(httpx.get(server.url + "/metrics").text)
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(send, requests))
+    for (setting, index), results in answers:
+        assert results == [truth[setting][i] for i in index], setting
+    samples = metric_samples(httpx.get(server.url + "/metrics").text)
+    assert multi_request_batches(samples) > multi_request_batches(before), "no batch merged two requests"
+    sent = sum(len(index) for _, index in requests)
+    pairs = ("transalign_pairs_aligned_total", ())
+    assert samples[pairs] - before[pairs] == sent  # from the calls' own stats: every pair counted once
+    encode = ("transalign_engine_seconds_total", (("phase", "encode"),))
+    assert samples[encode] > before[encode]
+    padded, real = ("transalign_padded_tokens_total", ()), ("transalign_batch_tokens_sum", ())
+    assert samples[padded] - before[padded] >= samples[real] - before[real] > 0
 
 
 def test_api_key(server):

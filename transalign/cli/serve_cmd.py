@@ -12,7 +12,9 @@ import signal
 import socket
 import sys
 
+from transalign.engine.bundle import PRECISIONS
 from transalign.engine.defaults import DEFAULT_BATCH_TOKENS
+from transalign.engine.session import PROVIDER_CHOICES
 from transalign.serve import config as c
 
 
@@ -29,8 +31,8 @@ def register(sub) -> None:
                    "this machine only; 0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=c.DEFAULT_PORT, help=f"TCP port (default {c.DEFAULT_PORT}; "
                    "0: any free port, printed on stderr)")
-    p.add_argument("--precision", choices=("fp32", "int8", "fp16"), default="fp32", help="default fp32")
-    p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="default fp32")
+    p.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto", help="default auto")
     p.add_argument("--threads", type=int, help="CPU threads of the worker (default: all cores)")
     p.add_argument("--max-batch-tokens", type=int, help="tokens (both sides) merged into one batch, also the "
                    f"encoder's budget (default: the engine's, {DEFAULT_BATCH_TOKENS['cpu']} CPU, "

@@ -35,6 +35,7 @@ class _State:
     def __init__(self) -> None:
         self.preparer: RequestPreparer | None = None
         self.info: dict | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # the HTTP layer's, where requests are prepared
         self.started = time.monotonic()
 
 
@@ -47,11 +48,11 @@ def create_app(config: ServeConfig, *, load: Callable[[], object] | None = None,
     state, metrics = _State(), Metrics()
     load = load or (lambda: _load_aligner(config))
 
-    def on_ready(aligner) -> None:
-        from transalign.engine.tokenizers import load_tokenizer
-
-        tokenizer = load_tokenizer(aligner.root, aligner.manifest.tokenizer)
-        state.preparer = RequestPreparer(tokenizer, aligner.manifest, config.max_pairs_per_request)
+    def on_ready(aligner) -> None:  # in the worker thread
+        preparer = RequestPreparer(aligner, config.max_pairs_per_request)
+        if state.loop is not None:  # load the HTTP thread's tokenizer now, not in the first request
+            state.loop.call_soon_threadsafe(preparer.warm_up)
+        state.preparer = preparer
         state.info = _info(aligner, config, batcher.max_batch_tokens, __version__)
         log.info("transalign serve: %s (%s, %s) loaded and warm in %.1f s", aligner.root, aligner.precision,
                  aligner.provider, time.monotonic() - state.started)
@@ -62,6 +63,7 @@ def create_app(config: ServeConfig, *, load: Callable[[], object] | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        state.loop = asyncio.get_running_loop()
         batcher.start()
         yield
         await asyncio.to_thread(batcher.close)  # finish what is queued; uvicorn already drained HTTP
@@ -106,7 +108,7 @@ def create_app(config: ServeConfig, *, load: Callable[[], object] | None = None,
         ticket = request.scope.get(TICKET)
         try:
             prepared = state.preparer.prepare([(p.src, p.tgt) for p in body.pairs], body.src_lang, body.tgt_lang,
-                                              body.threshold)
+                                              body.threshold, body.method, body.word_level, body.scores)
         except ApiError:
             batcher.release(ticket)
             raise
@@ -123,6 +125,8 @@ def create_app(config: ServeConfig, *, load: Callable[[], object] | None = None,
             results = await asyncio.wrap_future(future)
         except ValueError as exc:  # the engine refused input the checks above let through
             raise ApiError(400, "invalid_request", str(exc)) from None
+        if body.scores:
+            return JSONResponse({"results": [{"links": r.links, "scores": r.scores} for r in results]})
         return JSONResponse({"results": [{"links": r.links} for r in results]})
 
     return app
@@ -135,10 +139,13 @@ def _load_aligner(config: ServeConfig):
 
 
 def _info(aligner, config: ServeConfig, max_batch_tokens: int, version: str) -> dict:
+    from transalign.kernels.names import METHODS, WORD_LEVELS
+
     m = aligner.manifest
     return {"model": m.base_model, "architecture": m.architecture, "layer": m.layer, "precision": aligner.precision,
             "provider": aligner.provider, "threshold": m.default_threshold, "max_positions": m.max_positions,
-            "languages": sorted(m.tokenizer.lang_code_ids), "version": version,
+            "languages": sorted(m.tokenizer.lang_code_ids), "methods": list(METHODS),
+            "word_levels": list(WORD_LEVELS), "version": version,
             "limits": {"max_batch_tokens": max_batch_tokens, "max_wait_ms": config.max_wait_ms,
                        "max_batch_requests": config.max_batch_requests,
                        "max_pairs_per_request": config.max_pairs_per_request,

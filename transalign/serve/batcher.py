@@ -2,19 +2,20 @@
 
 Why one worker: an ONNX Runtime session already uses every core it is given for one run, and
 the encoder is almost all of the time, so the win under concurrency comes from bigger encoder
-batches, not from more threads calling the session (which would also share `Aligner.stats`).
+batches, not from more threads calling the session.
 
-The worker loads the Aligner itself (Numba's thread count is per thread, so it must be set in
-the thread that aligns), warms it up, then loops: take the queued requests in arrival order up
-to ``max_batch_tokens`` tokens and ``max_batch_requests`` requests, waiting at most
-``max_wait_ms`` after the first one arrived, and only while the HTTP layer holds requests that
-are on their way to the queue (`expect` tickets): a lone client never waits for company that is
-not coming, and requests that queued while the worker was busy go straight into one batch
-(continuous batching, as text-embeddings-inference does); group them by (src_lang, tgt_lang,
-threshold);
-call `Aligner.align` once per group; hand each request its slice of the results. A request
-that still fails inside a group is retried alone, so it fails only itself. Results never
-depend on which requests share a batch as long as the engine is batch-invariant (fp32 is).
+The worker loads the Aligner itself, warms it up, then loops: take the queued requests in
+arrival order up to ``max_batch_tokens`` tokens and ``max_batch_requests`` requests, waiting at
+most ``max_wait_ms`` after the first one arrived, and only while the HTTP layer holds requests
+that are on their way to the queue (`expect` tickets): a lone client never waits for company
+that is not coming, and requests that queued while the worker was busy go straight into one
+batch (continuous batching, as text-embeddings-inference does); group them by their full
+extraction setting (src_lang, tgt_lang, threshold, method, word level, scores); call
+`Aligner.align_prepared` once per group on the requests' already tokenized pairs; hand each
+request its slice of the results. A request that still fails inside a group is retried alone,
+so it fails only itself. Results never depend on which requests share a batch as long as the
+engine is batch-invariant (every precision is). The metrics come from each call's own
+`AlignStats`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
-from transalign.serve.prepare import Prepared
+from transalign.serve.prepare import Prepared, align_options
 
 log = logging.getLogger("transalign.serve")
 
@@ -47,7 +48,8 @@ class ShuttingDown(Exception):
 class BatchMetrics:
     """What the batcher reports; the default does nothing (`metrics.Metrics` records it)."""
 
-    def batch(self, requests: int, pairs: int, tokens: int, seconds: float) -> None: ...
+    def batch(self, requests: int, stats: list, seconds: float) -> None:
+        """One batch of ``requests``; ``stats``: the `AlignStats` of its successful align calls."""
 
     def queue_depth(self, pairs: int) -> None: ...
 
@@ -207,25 +209,25 @@ class Batcher:
         groups: dict[tuple, list[Job]] = {}
         for job in batch:
             groups.setdefault(job.prepared.key, []).append(job)
+        stats: list = []
         for key, jobs in groups.items():
-            self._align_group(aligner, key, jobs)
-        pairs = sum(job.prepared.pairs for job in batch)
-        tokens = sum(job.prepared.tokens for job in batch)
-        self._metrics.batch(len(batch), pairs, tokens, time.perf_counter() - clock)
+            self._align_group(aligner, key, jobs, stats)
+        self._metrics.batch(len(batch), stats, time.perf_counter() - clock)
 
-    def _align_group(self, aligner, key: tuple, jobs: list[Job]) -> None:
-        src_lang, tgt_lang, threshold = key
-        src = [s for job in jobs for s in job.prepared.src]
-        tgt = [t for job in jobs for t in job.prepared.tgt]
+    def _align_group(self, aligner, key: tuple, jobs: list[Job], stats: list) -> None:
+        from transalign.engine.aligner import PreparedPairs
+
         try:
-            results = aligner.align(src, tgt, src_lang, tgt_lang, threshold, batch_tokens=self.max_batch_tokens)
+            merged = PreparedPairs.concat([job.prepared.encoded for job in jobs])
+            results = aligner.align_prepared(merged, batch_tokens=self.max_batch_tokens, **align_options(key))
         except Exception as exc:  # noqa: BLE001 - isolate the request that caused it
             if len(jobs) == 1:
                 _settle(jobs[0].future, exc=exc)
             else:
                 for job in jobs:
-                    self._align_group(aligner, key, [job])
+                    self._align_group(aligner, key, [job], stats)
             return
+        stats.append(results.stats)
         start = 0
         for job in jobs:
             _settle(job.future, result=results[start:start + job.prepared.pairs])
@@ -233,10 +235,15 @@ class Batcher:
 
 
 def _warm_up(aligner) -> None:
-    """One tiny alignment: compiles the Numba kernels and runs the session once before /ready."""
+    """One tiny alignment per method: compiles (or loads) the Numba kernels and runs the session
+    once before /ready."""
+    from transalign.kernels.names import METHODS
+
     codes = sorted(aligner.manifest.tokenizer.lang_code_ids)
     lang = codes[0] if codes else None
-    aligner.align([["warm", "up"]], [["warm", "up"]], lang, lang)
+    prepared = aligner.prepare([["warm", "up"]], [["warm", "up"]], lang, lang)
+    for method in METHODS:
+        aligner.align_prepared(prepared, method=method, with_scores=method != "softmax")
 
 
 def _settle(future: Future, result=None, exc: BaseException | None = None) -> None:

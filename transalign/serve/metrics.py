@@ -36,13 +36,22 @@ class Metrics(BatchMetrics):
         self.in_flight = Gauge("transalign_align_requests_in_flight",
                                "POST /v1/align requests received and not yet answered", registry=r)
         self.pairs = Counter("transalign_pairs_aligned", "sentence pairs aligned", registry=r)
+        self.padded = Counter("transalign_padded_tokens", "tokens the encoder ran, padding included "
+                              "(transalign_batch_tokens_sum of them were real)", registry=r)
+        self.engine_seconds = Counter("transalign_engine_seconds", "time of the align calls by phase (tokenize: "
+                                      "in the HTTP layer, before queueing)", ("phase",), registry=r)
 
-    def batch(self, requests: int, pairs: int, tokens: int, seconds: float) -> None:
+    def batch(self, requests: int, stats: list, seconds: float) -> None:
+        """From the `AlignStats` of the batch's own align calls (never a shared Aligner.stats)."""
+        pairs = sum(s.pairs for s in stats)
         self.batch_requests.observe(requests)
         self.batch_pairs.observe(pairs)
-        self.batch_tokens.observe(tokens)
+        self.batch_tokens.observe(sum(s.real_tokens for s in stats))
         self.batch_seconds.observe(seconds)
         self.pairs.inc(pairs)
+        self.padded.inc(sum(s.padded_tokens for s in stats))
+        for phase in ("tokenize", "encode", "extract"):
+            self.engine_seconds.labels(phase).inc(sum(s.seconds.get(phase, 0.0) for s in stats))
 
     def queue_depth(self, pairs: int) -> None:
         self.queue.set(pairs)
