@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from benchmarks.peak import open_session
+from transalign.engine.session import open_session
 
 HEADS, HEAD_SIZE = 16, 64  # NLLB-200-distilled-600M
 HIDDEN = HEADS * HEAD_SIZE
@@ -67,7 +67,7 @@ def session(nodes_and_consts, threads: int):
     inputs.append(h.make_tensor_value_info("mask", T.INT64, ["B", "L"]))
     graph = h.make_graph(nodes, "attention_core", inputs, [h.make_tensor_value_info("out", T.FLOAT, None)], consts)
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17), h.make_opsetid("com.microsoft", 1)])
-    return open_session(model.SerializeToString(), threads)
+    return open_session(model.SerializeToString(), "cpu", threads)
 
 
 def feeds(batch: int, length: int) -> dict:

@@ -34,13 +34,13 @@ def build(work: Path) -> Path:
     """The full-size stand-in exported fp32 + static int8, plus the old dynamic int8 beside it."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from transalign.export.api import export
+    from transalign.export.api import export_bundle
 
     bundle = work / "nllb-600m-static-int8"
     if not (bundle / "manifest.json").is_file():
         model = build_checkpoint(work / "nllb-600m-random")
-        export(str(model), bundle, lora=SHARED / "reference/transalign-lora-nllb-600m", layer=12,
-               precisions="fp32,int8", force=True)
+        export_bundle(str(model), bundle, lora=SHARED / "reference/transalign-lora-nllb-600m", layer=12,
+                      precisions="fp32,int8", force=True)
     dynamic = work / "dynamic-int8" / "model.int8.onnx"
     if not dynamic.is_file():
         dynamic.parent.mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,9 @@ with ``rows`` activation rows (a token budget's worth), as one-node ONNX graphs:
 The workload peak is the FLOP-weighted mix of the shapes (the harmonic mean: total FLOPs over
 the time each shape needs at its own rate), i.e. the encoder's GEMM rate if nothing else cost
 anything. ``useful_flops`` counts the encoder's FLOPs on real (unpadded) tokens;
-``profile_model`` shows where a bundle's graph spends its time, per op type, on one full batch;
-``machine_info`` describes the machine for the results file.
+``profile_model`` shows where a bundle's graph spends its time, per op type, on one full batch.
+Sessions are the engine's own (`transalign.engine.session.open_session`), so a peak is measured
+with the settings the bundle runs under.
 
     python -m benchmarks.peak --threads 2
     python -m benchmarks.peak --profile benchmarks/work/bundle-l12-lora-x0.1/model.int8.onnx --length 36
@@ -29,8 +30,7 @@ import time
 
 import numpy as np
 
-# the results file's machine description, shared with `transalign bench`
-from transalign.bench.machine import machine_info  # noqa: F401
+from transalign.engine.session import open_session
 
 D_MODEL, FFN, LAYERS = 1024, 4096, 12
 
@@ -86,24 +86,6 @@ def gemm_graph(rows: int, k: int, n: int, precision: str, seed: int = 0):
     return model
 
 
-def open_session(model, threads: int, provider: str = "cpu", profile_prefix: str | None = None):
-    """An ONNX Runtime session set up as every benchmark measures: full graph optimisation,
-    ``threads`` intra-op threads and no inter-op parallelism, CUDA with CPU fallback when asked.
-    ``model`` is a path or a serialized ModelProto; ``profile_prefix`` turns the profiler on."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    if profile_prefix:
-        options.enable_profiling = True
-        options.profile_file_prefix = profile_prefix
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if provider == "cuda" else ["CPUExecutionProvider"]
-    return ort.InferenceSession(model, options, providers=providers)
-
-
 def time_gemm(rows: int, k: int, n: int, precision: str, threads: int, provider: str = "cpu",
               min_seconds: float = 1.0) -> dict:
     """Best-of-runs seconds of one GEMM graph and its rate in GFLOP/s (GOP/s for int8).
@@ -113,7 +95,7 @@ def time_gemm(rows: int, k: int, n: int, precision: str, threads: int, provider:
     """
     import onnxruntime as ort
 
-    session = open_session(gemm_graph(rows, k, n, precision).SerializeToString(), threads, provider)
+    session = open_session(gemm_graph(rows, k, n, precision).SerializeToString(), provider, threads)
     a = np.random.default_rng(1).standard_normal((rows, k), dtype=np.float32)
     if precision == "fp16":
         a = a.astype(np.float16)
@@ -184,7 +166,7 @@ def profile_model(model_path: str, batch: int, length: int, threads: int, provid
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        session = open_session(model_path, threads, provider, profile_prefix=os.path.join(tmp, "profile"))
+        session = open_session(model_path, provider, threads, profile_prefix=os.path.join(tmp, "profile"))
         rng = np.random.default_rng(0)
         feed = {"input_ids": rng.integers(4, vocab, size=(batch, length)).astype(np.int64),
                 "attention_mask": np.ones((batch, length), dtype=np.int64)}

@@ -13,7 +13,7 @@ Deviations, none of which changes the work done per token:
   ``AutoModel.from_pretrained(...).get_encoder()`` (no decoder weights in memory: the authors'
   process is larger by the decoder, about 0.8 GB);
 - the device is passed in (the authors pick CUDA whenever it exists);
-- ``clock(name)`` sections (a context manager factory, see benchmarks.run.Clock) split the time
+- ``clock(name)`` sections (a context manager factory, see benchmarks.variants.Clock) split the time
   into tokenize / encode / extract / output.
 """
 

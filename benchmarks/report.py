@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -79,95 +81,152 @@ def resummarize(results: dict) -> dict:
     return summarize(inputs["raw"], inputs["precisions"], results["peaks"], inputs["agreement"], meta)
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What the goals read: the summarized variants, the provider, the peaks and the op profiles."""
+
+    variants: dict
+    provider: str
+    peaks: dict
+    profiles: dict
+
+    @property
+    def fast(self) -> str:
+        return "engine-int8" if self.provider == "cpu" else "engine-fp16"
+
+    @property
+    def torch(self) -> str:
+        return "torch-int8" if self.provider == "cpu" else "torch-fp16"
+
+    def peak(self, name: str) -> float | None:
+        return self.peaks.get(self.variants[name]["precision"], {}).get("gflops")
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One row of the targets table: ``value(run)`` against ``threshold`` for ``variant`` (skipped
+    when that variant did not run or the value is None); ``why(run)`` explains a miss."""
+
+    target: str
+    variant: str
+    threshold: float
+    value: Callable[[_Run], float | None]
+    why: Callable[[_Run], str]
+    higher: bool = True
+    unit: str = ""
+
+
 def targets(variants: dict, provider: str, peaks: dict, profiles: dict) -> list[dict]:
     """The issue's goals, each with the measured value, whether it is met and, from the data, why not."""
+    run = _Run(variants, provider, peaks, profiles)
     out = []
-    fast = "engine-int8" if provider == "cpu" else "engine-fp16"
-    torch_name = "torch-int8" if provider == "cpu" else "torch-fp16"
-
-    def goal(name, variant, value, threshold, higher=True, unit="", why=""):
-        if variant not in variants or value is None:
-            return
-        met = value >= threshold if higher else value <= threshold
-        out.append({"target": name, "goal": (">= " if higher else "<= ") + f"{threshold:g}{unit}", "value": value,
-                    "unit": unit, "met": bool(met), "ratio_to_goal": value / threshold, "why": "" if met else why})
-
-    def encoder_note(name):
-        v = variants[name]
-        note = (f"encoder {_f(1 - v['non_encoder_share'], pct=True)} of the time at {_f(v['encoder_gflops'], 0)} "
-                f"useful GFLOP/s ({_f(v['peak_fraction'], pct=True)} of the {v['precision']} peak); "
-                f"{_f(v['padding_waste'], pct=True)} of its tokens are padding")
-        prof = profiles.get(name)
-        if prof:
-            peak = peaks.get(v["precision"], {}).get("gflops")
-            other = 1 - prof["gemm_s"] / prof["run_s"]
-            top = ", ".join(f"{op} {_f(t / prof['run_s'], pct=True)}" for op, t in prof["ops_s"].items()
-                            if op not in GEMM_OPS and t / prof["run_s"] >= 0.01)
-            note += (f"; on one full unpadded batch the graph runs at {_f(prof['gflops'], 0)} GFLOP/s "
-                     f"({_f(prof['gflops'] / peak if peak else None, pct=True)} of peak), its GEMM ops at "
-                     f"{_f(prof['gemm_gflops'], 0)}, non-GEMM ops take {_f(other, pct=True)} ({top})")
-        return note
-
-    def needed(name, e2e_seconds):
-        """The encoder rate a variant would need to finish in ``e2e_seconds``, other sections as measured."""
-        v = variants[name]
-        encode_s = e2e_seconds - (v["seconds"] - v["breakdown_s"]["encode"])
-        runs = v["runs_s"]
-        spread = f"; its rounds took {_f(min(runs), 1)}-{_f(max(runs), 1)} s" if len(runs) > 1 else ""
-        if encode_s <= 0:
-            return "; not reachable even with an encoder taking no time" + spread
-        rate = v["useful_tflop"] * 1e3 / encode_s
-        peak = peaks.get(v["precision"], {}).get("gflops")
-        share = f" ({_f(rate / peak, pct=True)} of the {v['precision']} peak)" if peak else ""
-        return f"; meeting it needs the encoder at {_f(rate, 0)} useful GFLOP/s{share}{spread}"
-
-    def ceiling(name, ratio):
-        """The ratio a variant would reach if every non-GEMM op of its profile cost nothing, all else as
-        measured: the most a graph-level fusion could buy without faster GEMMs or a steadier machine."""
-        v, prof = variants[name], profiles.get(name)
-        if not prof or not prof.get("run_s"):
-            return ""
-        encode_s = v["breakdown_s"]["encode"]
-        seconds = v["seconds"] - encode_s + encode_s * prof["gemm_s"] / prof["run_s"]
-        return f"; with every non-GEMM op taking no time it would reach {_f(ratio * v['seconds'] / seconds, 2)}x"
-
-    if "engine-fp32" in variants:
-        v = variants["engine-fp32"]
-        goal("engine fp32 speed (x reference)", "engine-fp32", v["x_reference"], 3.5, unit="x",
-             why=encoder_note("engine-fp32") + needed("engine-fp32", v["seconds"] * v["x_reference"] / 3.5)
-             + ceiling("engine-fp32", v["x_reference"]))
-        if "agreement" in v:
-            goal("engine fp32 link F1 vs reference", "engine-fp32", v["agreement"]["f1"], 0.999,
-                 why="links differ beyond threshold ties: check the exported graph against the reference")
-    if fast in variants:
-        want = 12 if provider == "cpu" else 1
-        goal(f"{fast} speed (x reference)", fast, variants[fast]["x_reference"], want, unit="x",
-             why=encoder_note(fast) + needed(fast, variants[fast]["seconds"] * variants[fast]["x_reference"] / want))
-    for name in ("engine-fp32", fast):
-        if name in variants:
-            goal(f"{name} encoder rate (share of measured peak, useful FLOPs)", name, variants[name]["peak_fraction"],
-                 0.85, why=encoder_note(name))
-    if fast in variants and torch_name in variants:
-        t = variants[torch_name]
-        ratio = variants[fast]["pairs_per_s"] / t["pairs_per_s"]
-        goal(f"{fast} vs {torch_name} (pairs/s ratio)", fast, ratio, 1.3,
-             unit="x", why=f"{torch_name} encoder at {_f(t['encoder_gflops'], 0)} useful GFLOP/s "
-                           f"({_f(t['peak_fraction'], pct=True)} of peak); " + encoder_note(fast)
-                           + needed(fast, t["seconds"] * variants[fast]["pairs"] / t["pairs"] / 1.3)
-                           + ceiling(fast, ratio))
-    for name in ("engine-fp32", fast):
-        if name in variants:
-            v = variants[name]
-            goal(f"{name} non-encoder share of time", name, v["non_encoder_share"], 0.05, higher=False,
-                 why=", ".join(f"{k} {_f(x, pct=True)}" for k, x in v["breakdown_share"].items() if k != "encode"))
-    if provider == "cpu":
-        for name, mb in (("engine-int8", 1200), ("engine-fp32", 2000)):
-            if name in variants:
-                v = variants[name]
-                when = "while loading" if v["rss_after_load_mb"] >= 0.95 * v["peak_rss_mb"] else "while aligning"
-                goal(f"{name} peak RSS (MB)", name, v["peak_rss_mb"], mb, higher=False, unit=" MB",
-                     why=f"peak reached {when} ({_f(v['rss_after_load_mb'], 0)} MB right after loading)")
+    for goal in _goals(run):
+        value = goal.value(run) if goal.variant in variants else None
+        if value is None:
+            continue
+        met = value >= goal.threshold if goal.higher else value <= goal.threshold
+        out.append({"target": goal.target, "goal": (">= " if goal.higher else "<= ") + f"{goal.threshold:g}{goal.unit}",
+                    "value": value, "unit": goal.unit, "met": bool(met), "ratio_to_goal": value / goal.threshold,
+                    "why": "" if met else goal.why(run)})
     return out
+
+
+def _goals(run: _Run) -> list[Goal]:
+    """The goals in the order the table lists them (the fast variant and its speed goal depend on
+    the provider: int8 and 12x on CPU, fp16 and 1x on CUDA)."""
+    fast, want = run.fast, (12 if run.provider == "cpu" else 1)
+    v = run.variants.get
+    goals = [
+        Goal("engine fp32 speed (x reference)", "engine-fp32", 3.5, lambda r: v("engine-fp32")["x_reference"],
+             lambda r: _speed_why(r, "engine-fp32", 3.5) + _ceiling(r, "engine-fp32", v("engine-fp32")["x_reference"]),
+             unit="x"),
+        Goal("engine fp32 link F1 vs reference", "engine-fp32", 0.999,
+             lambda r: v("engine-fp32").get("agreement", {}).get("f1"),
+             lambda r: "links differ beyond threshold ties: check the exported graph against the reference"),
+        Goal(f"{fast} speed (x reference)", fast, want, lambda r: v(fast)["x_reference"],
+             lambda r: _speed_why(r, fast, want), unit="x"),
+    ]
+    for name in ("engine-fp32", fast):
+        goals.append(Goal(f"{name} encoder rate (share of measured peak, useful FLOPs)", name, 0.85,
+                          lambda r, name=name: v(name)["peak_fraction"], lambda r, name=name: _encoder_note(r, name)))
+    if run.torch in run.variants:
+        goals.append(Goal(f"{fast} vs {run.torch} (pairs/s ratio)", fast, 1.3, _vs_torch, _vs_torch_why, unit="x"))
+    for name in ("engine-fp32", fast):
+        goals.append(Goal(f"{name} non-encoder share of time", name, 0.05, lambda r, name=name: v(name)["non_encoder_share"],
+                          lambda r, name=name: ", ".join(f"{k} {_f(x, pct=True)}" for k, x in
+                                                         v(name)["breakdown_share"].items() if k != "encode"),
+                          higher=False))
+    if run.provider == "cpu":
+        for name, mb in (("engine-int8", 1200), ("engine-fp32", 2000)):
+            goals.append(Goal(f"{name} peak RSS (MB)", name, mb, lambda r, name=name: v(name)["peak_rss_mb"],
+                              lambda r, name=name: _rss_why(v(name)), higher=False, unit=" MB"))
+    return goals
+
+
+def _speed_why(run: _Run, name: str, want: float) -> str:
+    v = run.variants[name]
+    return _encoder_note(run, name) + _needed(run, name, v["seconds"] * v["x_reference"] / want)
+
+
+def _vs_torch(run: _Run) -> float:
+    return run.variants[run.fast]["pairs_per_s"] / run.variants[run.torch]["pairs_per_s"]
+
+
+def _vs_torch_why(run: _Run) -> str:
+    fast, t = run.variants[run.fast], run.variants[run.torch]
+    return (f"{run.torch} encoder at {_f(t['encoder_gflops'], 0)} useful GFLOP/s "
+            f"({_f(t['peak_fraction'], pct=True)} of peak); " + _encoder_note(run, run.fast)
+            + _needed(run, run.fast, t["seconds"] * fast["pairs"] / t["pairs"] / 1.3)
+            + _ceiling(run, run.fast, _vs_torch(run)))
+
+
+def _rss_why(v: dict) -> str:
+    when = "while loading" if v["rss_after_load_mb"] >= 0.95 * v["peak_rss_mb"] else "while aligning"
+    return f"peak reached {when} ({_f(v['rss_after_load_mb'], 0)} MB right after loading)"
+
+
+def _encoder_note(run: _Run, name: str) -> str:
+    """Where a variant's time went: the encoder's share and rate, padding, and (with a profile)
+    the graph's own rate and its non-GEMM ops."""
+    v = run.variants[name]
+    note = (f"encoder {_f(1 - v['non_encoder_share'], pct=True)} of the time at {_f(v['encoder_gflops'], 0)} "
+            f"useful GFLOP/s ({_f(v['peak_fraction'], pct=True)} of the {v['precision']} peak); "
+            f"{_f(v['padding_waste'], pct=True)} of its tokens are padding")
+    prof = run.profiles.get(name)
+    if prof:
+        peak = run.peak(name)
+        other = 1 - prof["gemm_s"] / prof["run_s"]
+        top = ", ".join(f"{op} {_f(t / prof['run_s'], pct=True)}" for op, t in prof["ops_s"].items()
+                        if op not in GEMM_OPS and t / prof["run_s"] >= 0.01)
+        note += (f"; on one full unpadded batch the graph runs at {_f(prof['gflops'], 0)} GFLOP/s "
+                 f"({_f(prof['gflops'] / peak if peak else None, pct=True)} of peak), its GEMM ops at "
+                 f"{_f(prof['gemm_gflops'], 0)}, non-GEMM ops take {_f(other, pct=True)} ({top})")
+    return note
+
+
+def _needed(run: _Run, name: str, e2e_seconds: float) -> str:
+    """The encoder rate a variant would need to finish in ``e2e_seconds``, other sections as measured."""
+    v = run.variants[name]
+    encode_s = e2e_seconds - (v["seconds"] - v["breakdown_s"]["encode"])
+    runs = v["runs_s"]
+    spread = f"; its rounds took {_f(min(runs), 1)}-{_f(max(runs), 1)} s" if len(runs) > 1 else ""
+    if encode_s <= 0:
+        return "; not reachable even with an encoder taking no time" + spread
+    rate = v["useful_tflop"] * 1e3 / encode_s
+    peak = run.peak(name)
+    share = f" ({_f(rate / peak, pct=True)} of the {v['precision']} peak)" if peak else ""
+    return f"; meeting it needs the encoder at {_f(rate, 0)} useful GFLOP/s{share}{spread}"
+
+
+def _ceiling(run: _Run, name: str, ratio: float) -> str:
+    """The ratio a variant would reach if every non-GEMM op of its profile cost nothing, all else as
+    measured: the most a graph-level fusion could buy without faster GEMMs or a steadier machine."""
+    v, prof = run.variants[name], run.profiles.get(name)
+    if not prof or not prof.get("run_s"):
+        return ""
+    encode_s = v["breakdown_s"]["encode"]
+    seconds = v["seconds"] - encode_s + encode_s * prof["gemm_s"] / prof["run_s"]
+    return f"; with every non-GEMM op taking no time it would reach {_f(ratio * v['seconds'] / seconds, 2)}x"
 
 
 # ---------------------------------------------------------------- rendering

@@ -38,11 +38,11 @@ TINY_LAYER = 3  # the last layer of the tiny model: exercises the final layer_no
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_nllb: Path, tiny_lora: Path) -> Path:
     """The tiny model + LoRA exported at its last layer in all three precisions."""
-    from transalign.export.api import export
+    from transalign.export.api import export_bundle
 
     def build(out: Path) -> None:
-        export(str(tiny_nllb), out / "bundle", lora=str(tiny_lora), layer=TINY_LAYER,
-               precisions="fp32,int8,fp16", force=True)
+        export_bundle(str(tiny_nllb), out / "bundle", lora=str(tiny_lora), layer=TINY_LAYER,
+                      precisions="fp32,int8,fp16", force=True)
 
     return cached_dir(FIXTURE_CACHE, f"tiny-bundle-{cache_key(_export_sources())}", build) / "bundle"
 

@@ -12,7 +12,7 @@ import pytest
 
 from reference import load_reference_encoder, reference_hidden
 from transalign.engine.bundle import MANIFEST_NAME, read_manifest, sha256_file
-from transalign.export.api import export
+from transalign.export.api import export_bundle
 from transalign.export.errors import ExportError, ValidationError
 
 
@@ -47,7 +47,7 @@ def assert_matches_reference(hidden, reference, mask, rel=1e-4):
 @pytest.mark.parametrize("with_lora", [False, True])
 def test_fp32_graph_equals_reference_hidden_state(tmp_path, tiny_nllb, tiny_lora, layer, with_lora):
     lora = tiny_lora if with_lora else None
-    export(str(tiny_nllb), tmp_path / "b", lora=lora, layer=layer, precisions="fp32")
+    export_bundle(str(tiny_nllb), tmp_path / "b", lora=lora, layer=layer, precisions="fp32")
     reference_encoder = load_reference_encoder(tiny_nllb, lora)  # PeftModel, unmerged
     for seed in range(2):
         ids, mask = padded_random_batch(vocab=1000, seed=seed, lang_id=256 + seed)
@@ -58,7 +58,7 @@ def test_fp32_graph_equals_reference_hidden_state(tmp_path, tiny_nllb, tiny_lora
 @pytest.mark.parametrize("layer", [1, 3])
 def test_graph_stops_at_the_layer(tmp_path, tiny_nllb, layer):
     """Each M2M100 block has 8 MatMuls (q, k, v, out, QK^T, AV, fc1, fc2); none above the layer."""
-    export(str(tiny_nllb), tmp_path / "b", layer=layer, precisions="fp32")
+    export_bundle(str(tiny_nllb), tmp_path / "b", layer=layer, precisions="fp32")
     nodes = onnx.load(str(tmp_path / "b" / "model.onnx")).graph.node
     assert sum(n.op_type == "MatMul" for n in nodes) == 8 * layer
     final_norms = sum(n.op_type == "LayerNormalization" for n in nodes)
@@ -105,7 +105,7 @@ def test_far_off_int8_is_refused(tmp_path, tiny_nllb, monkeypatch):
 
     monkeypatch.setattr(validation, "run_onnx", broken_int8)
     with pytest.raises(ValidationError, match=r"int8 mean token cosine -[01]\.\d+ < 0.95"):
-        export(str(tiny_nllb), tmp_path / "b", layer=3, precisions="fp32,int8")
+        export_bundle(str(tiny_nllb), tmp_path / "b", layer=3, precisions="fp32,int8")
     _nothing_written(tmp_path)
 
 
@@ -150,7 +150,7 @@ def _nothing_written(parent: Path, name: str = "b") -> None:
 
 def test_refuses_missing_model(tmp_path):
     with pytest.raises(ExportError, match="does not exist"):
-        export(str(tmp_path / "nope"), tmp_path / "b")
+        export_bundle(str(tmp_path / "nope"), tmp_path / "b")
     _nothing_written(tmp_path)
 
 
@@ -159,14 +159,14 @@ def test_refuses_unknown_architecture(tmp_path):
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
     with pytest.raises(ExportError, match=r"unsupported architecture.*gpt2.*supported: m2m100"):
-        export(str(model), tmp_path / "b")
+        export_bundle(str(model), tmp_path / "b")
     _nothing_written(tmp_path)
 
 
 @pytest.mark.parametrize("layer", [4, -1, 12])
 def test_refuses_layer_out_of_range(tmp_path, tiny_nllb, layer):
     with pytest.raises(ExportError, match=rf"layer {layer} is out of range.*choose 0\.\.3"):
-        export(str(tiny_nllb), tmp_path / "b", layer=layer)
+        export_bundle(str(tiny_nllb), tmp_path / "b", layer=layer)
     _nothing_written(tmp_path)
 
 
@@ -174,7 +174,7 @@ def test_refuses_adapter_for_another_model(tmp_path, tiny_nllb):
     """The real NLLB-600M adapter (d=1024) on the tiny model (d=32): no partial merge."""
     real = Path(__file__).resolve().parents[2] / "shared" / "reference" / "transalign-lora-nllb-600m"
     with pytest.raises(ExportError, match=r"does not fit this model.*nothing was merged"):
-        export(str(tiny_nllb), tmp_path / "b", lora=real, layer=3)
+        export_bundle(str(tiny_nllb), tmp_path / "b", lora=real, layer=3)
     _nothing_written(tmp_path)
 
 
@@ -192,22 +192,22 @@ def test_refuses_adapter_with_unknown_modules(tmp_path, tiny_nllb, tiny_lora):
     tensors["base_model.model.layers.7.fc1.lora_B.weight"] = torch.zeros(64, 4)
     save_file(tensors, str(bad / "adapter_model.safetensors"))
     with pytest.raises(ExportError, match=r"no linear layer 'layers\.7\.fc1'"):
-        export(str(tiny_nllb), tmp_path / "b", lora=bad, layer=3)
+        export_bundle(str(tiny_nllb), tmp_path / "b", lora=bad, layer=3)
     _nothing_written(tmp_path)
 
 
 def test_refuses_non_adapter_directory(tmp_path, tiny_nllb):
     with pytest.raises(ExportError, match="adapter_config.json not found"):
-        export(str(tiny_nllb), tmp_path / "b", lora=tmp_path, layer=3)
+        export_bundle(str(tiny_nllb), tmp_path / "b", lora=tmp_path, layer=3)
 
 
 def test_refuses_unwritable_output(tmp_path, tiny_nllb):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(ExportError, match="is not a directory|not writable"):
-        export(str(tiny_nllb), blocker, layer=3)
+        export_bundle(str(tiny_nllb), blocker, layer=3)
     with pytest.raises(ExportError, match="not writable|is not a directory"):
-        export(str(tiny_nllb), blocker / "b", layer=3)
+        export_bundle(str(tiny_nllb), blocker / "b", layer=3)
     assert blocker.read_text() == "x"
 
 
@@ -217,19 +217,19 @@ def test_force_replaces_only_a_bundle_or_an_empty_directory(tmp_path, tiny_nllb)
     (out / "keep.txt").write_text("mine")
     for force in (False, True):  # a directory of other files is never replaced, --force or not
         with pytest.raises(ExportError, match=r"not a transalign bundle .*it holds keep.txt.*even with --force"):
-            export(str(tiny_nllb), out, layer=3, force=force)
+            export_bundle(str(tiny_nllb), out, layer=3, force=force)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     (out / "keep.txt").unlink()
-    export(str(tiny_nllb), out, layer=3)  # empty: fine without --force
+    export_bundle(str(tiny_nllb), out, layer=3)  # empty: fine without --force
     with pytest.raises(ExportError, match="already holds a bundle; pass --force"):
-        export(str(tiny_nllb), out, layer=3)
-    export(str(tiny_nllb), out, layer=2, force=True)
+        export_bundle(str(tiny_nllb), out, layer=3)
+    export_bundle(str(tiny_nllb), out, layer=2, force=True)
     assert read_manifest(out).layer == 2
 
 
 def test_refuses_unknown_precision(tmp_path, tiny_nllb):
     with pytest.raises(ExportError, match="precision int4 is not supported; choose from fp32, int8, fp16"):
-        export(str(tiny_nllb), tmp_path / "b", layer=3, precisions="fp32,int4")
+        export_bundle(str(tiny_nllb), tmp_path / "b", layer=3, precisions="fp32,int4")
 
 
 def test_validation_failure_writes_nothing(tmp_path, tiny_nllb, monkeypatch):
@@ -238,20 +238,20 @@ def test_validation_failure_writes_nothing(tmp_path, tiny_nllb, monkeypatch):
     real_run = validation.run_onnx
     monkeypatch.setattr(validation, "run_onnx", lambda *a, **k: real_run(*a, **k) + 0.05)
     with pytest.raises(ValidationError, match="fp32 max relative difference") as info:
-        export(str(tiny_nllb), tmp_path / "b", layer=3)
+        export_bundle(str(tiny_nllb), tmp_path / "b", layer=3)
     assert info.value.mismatches
     _nothing_written(tmp_path)
 
 
 def test_failed_reexport_keeps_the_old_bundle(tmp_path, tiny_nllb, monkeypatch):
     out = tmp_path / "b"
-    export(str(tiny_nllb), out, layer=2)
+    export_bundle(str(tiny_nllb), out, layer=2)
     before = (out / MANIFEST_NAME).read_text()
     from transalign.export import validation
 
     monkeypatch.setattr(validation, "fp32_problems", lambda dev: ["forced failure"])
     with pytest.raises(ValidationError):
-        export(str(tiny_nllb), out, layer=3, force=True)
+        export_bundle(str(tiny_nllb), out, layer=3, force=True)
     assert (out / MANIFEST_NAME).read_text() == before
     read_manifest(out)
 
@@ -269,20 +269,25 @@ def test_cli_export(tmp_path, tiny_nllb, tiny_lora, capsys):
     assert "layer 9 is out of range" in capsys.readouterr().err
 
 
-def test_export_is_callable_from_the_package_after_submodule_imports(monkeypatch):
-    """`from transalign import export` must give something callable even once transalign.export.*
-    was imported (Python then binds the subpackage to that name)."""
-    import transalign.export.graph  # noqa: F401
-    from transalign import export
+def test_export_bundle_is_a_plain_function_reachable_from_the_package(monkeypatch):
+    """`transalign.export_bundle` and `transalign.export.export_bundle` are the one function of
+    export/api.py, read when asked for, also once transalign.export.* submodules were imported;
+    the export package is an ordinary module, not a callable."""
+    import transalign
+    import transalign.export
     from transalign.export import api
 
-    monkeypatch.setattr(api, "export", lambda *args, **kwargs: ("called", args, kwargs))
-    assert export("model", "out", layer=3) == ("called", ("model", "out"), {"layer": 3})
+    assert transalign.export_bundle is api.export_bundle is transalign.export.export_bundle
+    assert not callable(transalign.export)
+    monkeypatch.setattr(api, "export_bundle", lambda *args, **kwargs: ("called", args, kwargs))
+    from transalign import export_bundle
+
+    assert export_bundle("model", "out", layer=3) == ("called", ("model", "out"), {"layer": 3})
 
 
 def test_nllb_int8_can_keep_the_last_ffn_projection_in_fp32(tiny_nllb, tmp_path):
     """NLLB's default is all-int8; int8_fp32_blocks=1 keeps the last kept block's fc2 in fp32."""
-    manifest = export(str(tiny_nllb), tmp_path / "b", layer=2, precisions="int8", int8_fp32_blocks=1)
+    manifest = export_bundle(str(tiny_nllb), tmp_path / "b", layer=2, precisions="int8", int8_fp32_blocks=1)
     assert manifest.precisions["int8"]["fp32_nodes"] == ["/encoder/layers.1/fc2/MatMul"]
     graph = onnx.load(str(tmp_path / "b" / "model.int8.onnx")).graph
     weights = {t.name for t in graph.initializer}
@@ -297,7 +302,7 @@ def test_bundle_files_are_shareable(tiny_nllb, tmp_path):
 
     old = os.umask(0o022)
     try:
-        export(str(tiny_nllb), tmp_path / "b", layer=1, precisions="fp32,int8")
+        export_bundle(str(tiny_nllb), tmp_path / "b", layer=1, precisions="fp32,int8")
     finally:
         os.umask(old)
     modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in (tmp_path / "b").iterdir()}

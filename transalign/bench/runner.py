@@ -20,14 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from transalign.bench.defaults import DEFAULT_LATENCY_PAIRS, DEFAULT_REPEAT, DEFAULT_SYNTHETIC, WARMUP_PAIRS
+from transalign.bench.defaults import (DEFAULT_LATENCY_PAIRS, DEFAULT_PRECISIONS, DEFAULT_REPEAT, DEFAULT_SYNTHETIC,
+                                       WARMUP_PAIRS)
 from transalign.bench.report import derive
 from transalign.bench.stats import agreement, parse_links
-# Providers on which a precision is measured by default (int8 on CUDA runs its quantized ops on
-# the CPU fallback: it is measured only when asked for).
+from transalign.formats.text import INPUT_FORMATS
+
 # Target language code of synthetic pairs on NLLB bundles when none is given (first one the bundle has).
 PARTNERS = ("deu_Latn", "fra_Latn", "ces_Latn")
-DEFAULT_PRECISIONS = {"cpu": ("fp32", "int8"), "cuda": ("fp32", "fp16")}
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class BenchOptions:
     batch_tokens: tuple[int | None, ...] = (None,)
     latency_pairs: int = DEFAULT_LATENCY_PAIRS
     repeat: int = DEFAULT_REPEAT
-    input_format: str = "lines"
+    input_format: str = INPUT_FORMATS[0]
 
     def __post_init__(self) -> None:
         from transalign.engine.bundle import PRECISIONS
@@ -82,10 +82,11 @@ class BenchOptions:
 
 def plan_variants(options: BenchOptions, bundle_precisions, available: list[str]) -> list[dict]:
     """Every (provider, precision, threads, batch tokens) combination to measure, checked."""
+    from transalign.engine.bundle import PRECISIONS
     from transalign.engine.defaults import DEFAULT_BATCH_TOKENS
     from transalign.engine.session import resolve_provider
 
-    have = [p for p in ("fp32", "int8", "fp16") if p in bundle_precisions]
+    have = [p for p in PRECISIONS if p in bundle_precisions]
     for precision in options.precisions or ():
         if precision not in have:
             raise ValueError(f"bundle {options.bundle} has no {precision} model (it has {', '.join(have)})")

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import sys
 
+from transalign.bench.defaults import DEFAULT_LATENCY_PAIRS, DEFAULT_PRECISIONS, DEFAULT_REPEAT, DEFAULT_SYNTHETIC
+from transalign.engine.bundle import PRECISIONS
 from transalign.engine.defaults import DEFAULT_BATCH_TOKENS
+from transalign.engine.session import PROVIDERS
+from transalign.formats.text import INPUT_FORMATS
 
 
 def _int_list(flag: str):
@@ -28,9 +32,12 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(","))
 
 
-def register(sub) -> None:
-    from transalign.bench.defaults import DEFAULT_LATENCY_PAIRS, DEFAULT_REPEAT, DEFAULT_SYNTHETIC
+def _per_provider(precisions: dict[str, tuple[str, ...]]) -> str:
+    """'fp32,int8 on cpu, fp32,fp16 on cuda': the default precisions as help text."""
+    return ", ".join(f"{','.join(chosen)} on {provider}" for provider, chosen in precisions.items())
 
+
+def register(sub) -> None:
     p = sub.add_parser(
         "bench",
         help="measure a bundle's throughput, latency and memory on this machine",
@@ -43,17 +50,17 @@ def register(sub) -> None:
     p.add_argument("bundle", help="bundle directory made by `transalign export`")
     p.add_argument("--src", help="source sentences, one per line (default: synthetic pairs)")
     p.add_argument("--tgt", help="target sentences, one per line")
-    p.add_argument("--input-format", choices=("lines", "conll"), default="lines")
+    p.add_argument("--input-format", choices=INPUT_FORMATS, default=INPUT_FORMATS[0])
     p.add_argument("--synthetic", type=int, metavar="N",
                    help=f"N synthetic pairs from the bundle's vocabulary (default without files: {DEFAULT_SYNTHETIC})")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic pairs (default 0)")
     p.add_argument("--src-lang", help="source language code (NLLB bundles; synthetic pairs default to eng_Latn)")
     p.add_argument("--tgt-lang", help="target language code (NLLB bundles)")
     p.add_argument("--precision", type=_names, metavar="P[,P...]",
-                   help="comma-separated, e.g. fp32,int8 (default: every precision of the bundle that suits "
-                        "each provider: fp32,int8 on cpu, fp32,fp16 on cuda)")
+                   help=f"comma-separated, any of {', '.join(PRECISIONS)} (default: every precision of the bundle "
+                        f"that suits each provider: {_per_provider(DEFAULT_PRECISIONS)})")
     p.add_argument("--provider", type=_names, metavar="P[,P...]",
-                   help="cpu, cuda or cpu,cuda (default: every available one)")
+                   help=f"{', '.join(PROVIDERS)} or {','.join(PROVIDERS)} (default: every available one)")
     p.add_argument("--threads", type=_int_list("--threads"), default=(None,), metavar="N[,N...]",
                    help="comma-separated thread counts, e.g. 1,2,4 (default: all cores)")
     p.add_argument("--batch-tokens", type=_int_list("--batch-tokens"), default=(None,), metavar="N[,N...]",

@@ -50,12 +50,12 @@ def _smoothing(text: str):
 
 
 def run(args) -> int:
-    from transalign.export.api import export
+    from transalign.export.api import export_bundle
 
-    manifest = export(args.model, args.output, lora=args.lora, layer=args.layer, precisions=args.precision,
-                      force=args.force, threshold=args.threshold, lora_extra_scale=args.lora_extra_scale,
-                      int8_fp32_blocks=args.int8_fp32_blocks, calibration=args.calibration,
-                      int8_smoothing=args.int8_smoothing)
+    manifest = export_bundle(args.model, args.output, lora=args.lora, layer=args.layer, precisions=args.precision,
+                             force=args.force, threshold=args.threshold, lora_extra_scale=args.lora_extra_scale,
+                             int8_fp32_blocks=args.int8_fp32_blocks, calibration=args.calibration,
+                             int8_smoothing=args.int8_smoothing)
     summary = {p: info["validation"] for p, info in manifest.precisions.items()}
     print(f"wrote bundle {args.output}: {manifest.architecture}, layer {manifest.layer}/{manifest.num_layers}, "
           f"hidden {manifest.hidden_size}, threshold {manifest.default_threshold}")

@@ -26,13 +26,25 @@ def register(sub) -> None:
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("labeled", metavar="LABELED", help="CoNLL file with BIO labels in the last column")
-    p.add_argument("unlabeled", metavar="UNLABELED", help="CoNLL file of the side receiving labels (word first)")
+    add_labeled_inputs(p)
     p.add_argument("alignments", metavar="ALIGNMENTS",
                    help="alignment file (pharaoh or id format); link I-J: I unlabeled word, J labeled word")
+    add_projection_options(p, reverse_help="links are written I-J with I on the LABELED side and J on the "
+                                           "UNLABELED side")
+    p.set_defaults(func=run)
+
+
+def add_labeled_inputs(p) -> None:
+    """LABELED, UNLABELED and -o OUT, as `project` and `project-with` both take them."""
+    p.add_argument("labeled", metavar="LABELED", help="CoNLL file with BIO labels in the last column")
+    p.add_argument("unlabeled", metavar="UNLABELED", help="CoNLL file of the side receiving labels (word first)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="projected CoNLL file to write")
-    p.add_argument("--reverse", action="store_true",
-                   help="links are written I-J with I on the LABELED side and J on the UNLABELED side")
+
+
+def add_projection_options(p, reverse_help: str) -> None:
+    """The projection's filters and --json, shared with `project-with`; ``reverse_help`` says what
+    --reverse turns round in that command (the links of a file, or the alignment itself)."""
+    p.add_argument("--reverse", action="store_true", help=reverse_help)
     p.add_argument("--complete-from", action="store_true",
                    help="drop an entity if any of its labeled words has no link")
     p.add_argument("--complete-to", action="store_true",
@@ -40,17 +52,18 @@ def register(sub) -> None:
     p.add_argument("--restrict-to", action="store_true",
                    help="a single-word entity labels only one word (its B- tag), even if linked to several")
     p.add_argument("--json", action="store_true", help="print the counts as JSON")
-    p.set_defaults(func=run)
+
+
+def projection_options(args) -> dict:
+    """The `project_labels` keywords of the options `add_projection_options` added."""
+    return {"reverse": args.reverse, "complete_from": args.complete_from, "complete_to": args.complete_to,
+            "restrict_to": args.restrict_to}
 
 
 def run(args) -> int:
     from transalign.projection import project_labels
 
-    result = project_labels(
-        args.labeled, args.unlabeled, args.alignments, args.output,
-        reverse=args.reverse, complete_from=args.complete_from,
-        complete_to=args.complete_to, restrict_to=args.restrict_to,
-    )
+    result = project_labels(args.labeled, args.unlabeled, args.alignments, args.output, **projection_options(args))
     report(args, result.stats)
     return 0
 

@@ -29,22 +29,13 @@ def register(sub) -> None:
     p = sub.add_parser("project-with", help="align with a bundle and project BIO labels in one pass",
                        description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bundle", help="bundle directory made by `transalign export`")
-    p.add_argument("labeled", metavar="LABELED", help="CoNLL file with BIO labels in the last column")
-    p.add_argument("unlabeled", metavar="UNLABELED", help="CoNLL file of the side receiving labels (word first)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="projected CoNLL file to write")
+    project_cmd.add_labeled_inputs(p)
     p.add_argument("--src-lang", help="language of the alignment's source side: UNLABELED's (LABELED's with "
                                       "--reverse); required for NLLB bundles")
     p.add_argument("--tgt-lang", help="language of the alignment's target side: LABELED's (UNLABELED's with "
                                       "--reverse); required for NLLB bundles")
-    p.add_argument("--reverse", action="store_true",
-                   help="align LABELED (source) with UNLABELED (target) instead of the other way round")
-    p.add_argument("--complete-from", action="store_true",
-                   help="drop an entity if any of its labeled words has no link")
-    p.add_argument("--complete-to", action="store_true",
-                   help="drop an entity if the unlabeled words linked to it are not contiguous")
-    p.add_argument("--restrict-to", action="store_true",
-                   help="a single-word entity labels only one word (its B- tag), even if linked to several")
-    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    project_cmd.add_projection_options(
+        p, reverse_help="align LABELED (source) with UNLABELED (target) instead of the other way round")
     p.add_argument("--threshold", type=float, help="alignment threshold of --method softmax (default: the bundle's)")
     p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
                    help="link extraction method, as for `align` (default softmax, the paper's)")
@@ -84,8 +75,7 @@ def run(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the skipped-pairs count is reported below, once
         result = project_labels(args.labeled, args.unlabeled, (r.links for r in results), args.output,
-                                reverse=args.reverse, complete_from=args.complete_from,
-                                complete_to=args.complete_to, restrict_to=args.restrict_to)
+                                **project_cmd.projection_options(args))
     if aligner.stats.skipped:
         print(f"transalign project-with: {aligner.stats.skipped} of {counts[0]} pairs were longer than the model's "
               f"{aligner.manifest.max_positions} tokens and got no links", file=sys.stderr)

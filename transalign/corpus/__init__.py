@@ -6,19 +6,13 @@ Heavy dependencies (the engine, pyarrow, ray) are imported only when used.
 
 from __future__ import annotations
 
+from transalign.lazy import lazy_exports
+
 __all__ = ["align_corpus", "align_dataset", "JobSummary", "JobError"]
 
-_LAZY = {
+__getattr__, __dir__ = lazy_exports(__name__, {
     "align_corpus": "transalign.corpus.job",
     "JobSummary": "transalign.corpus.job",
     "JobError": "transalign.corpus.manifest",
     "align_dataset": "transalign.corpus.ray_job",
-}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'transalign.corpus' has no attribute {name!r}")
+})

@@ -1,4 +1,4 @@
-"""`export()`: Hugging Face checkpoint (+ LoRA) -> validated, self-contained ONNX bundle."""
+"""`export_bundle()`: Hugging Face checkpoint (+ LoRA) -> validated, self-contained ONNX bundle."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ class _Settled:
     adapter: object | None  # export.lora adapter, None without --lora
 
 
-def export(model: str, out: str | Path, lora: str | Path | None = None, layer: int | None = None,
+def export_bundle(model: str, out: str | Path, lora: str | Path | None = None, layer: int | None = None,
            precisions=("fp32",), force: bool = False, threshold: float | None = None,
            lora_extra_scale: float = 1.0, int8_fp32_blocks: int | None = None, calibration: str | Path | None = None,
            int8_smoothing: float | str | None = "auto") -> Manifest:
@@ -205,7 +205,7 @@ def _validate_fp16(path, reference, ids, mask):
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return validation.not_validated("fp16", "not validated: no CUDA execution provider on the exporting "
                                                 "machine (fp16 is meant for CUDA)")
-    hidden = validation.run_onnx(path, ids, mask, provider="CUDAExecutionProvider")
+    hidden = validation.run_onnx(path, ids, mask, provider="cuda")
     return validation.compare("fp16", reference, hidden, mask)
 
 

@@ -59,7 +59,8 @@ def _quantized_matmuls(model, keep_fp32) -> dict[str, list]:
 def calibrate(fp32_path: Path, names: list[str], batches: list[np.ndarray]) -> dict[str, ChannelRanges]:
     """Run each token row (batch of one, no padding) and reduce every named activation per channel."""
     import onnx
-    import onnxruntime as ort
+
+    from transalign.engine.session import open_session
 
     graph_only = onnx.load(str(fp32_path), load_external_data=False)
     del graph_only.graph.output[:]
@@ -68,9 +69,7 @@ def calibrate(fp32_path: Path, names: list[str], batches: list[np.ndarray]) -> d
     # saved beside the original so its external weights resolve; removed right after loading
     with tempfile.NamedTemporaryFile(dir=fp32_path.parent, suffix=".calibration.onnx") as handle:
         onnx.save(graph_only, handle.name)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(handle.name, options, providers=["CPUExecutionProvider"])
+        session = open_session(handle.name, "cpu")
     low = {name: None for name in names}
     high = dict(low)
     for ids in batches:

@@ -141,12 +141,12 @@ def reference_hidden(encoder, ids: np.ndarray, mask: np.ndarray, layer: int) -> 
     return out.hidden_states[layer].float().numpy()
 
 
-def run_onnx(path: Path, ids: np.ndarray, mask: np.ndarray, provider: str = "CPUExecutionProvider") -> np.ndarray:
-    import onnxruntime as ort
+def run_onnx(path: Path, ids: np.ndarray, mask: np.ndarray, provider: str = "cpu") -> np.ndarray:
+    """The graph's hidden states for the batch, in a session made as the engine makes its own
+    (``provider``: "cpu" or "cuda"; ONNX Runtime's default thread count)."""
+    from transalign.engine.session import open_session
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=[provider])
+    session = open_session(path, provider)
     return session.run(None, {"input_ids": ids, "attention_mask": mask})[0].astype(np.float32)
 
 

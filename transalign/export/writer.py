@@ -15,6 +15,7 @@ from pathlib import Path
 from transalign.engine.bundle import MANIFEST_NAME, Manifest
 from transalign.export.errors import ExportError
 from transalign.outputs import process_umask as _umask
+from transalign.outputs import replace_directory
 
 
 def check_output(out: Path, force: bool) -> None:
@@ -50,13 +51,7 @@ def finish(staging: Path, out: Path, manifest: Manifest) -> None:
     _shareable(staging)
     text = json.dumps(manifest.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     (staging / MANIFEST_NAME).write_text(text, encoding="utf-8")
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(staging, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_directory(staging, out)
 
 
 def _shareable(staging: Path) -> None:

@@ -9,19 +9,15 @@ method names the CLI offers) can be read without compiling anything.
 
 from __future__ import annotations
 
-import importlib
+from transalign.lazy import lazy_exports
 
 __all__ = ["METHODS", "WORD_LEVELS", "Extraction", "extract_links", "extract_with", "split_links"]
 
-_HOMES = {"METHODS": "names", "WORD_LEVELS": "names", "Extraction": "methods", "extract_with": "methods",
-          "extract_links": "extract", "split_links": "extract"}
-
-
-def __getattr__(name: str):
-    if name in _HOMES:
-        return getattr(importlib.import_module(f"transalign.kernels.{_HOMES[name]}"), name)
-    raise AttributeError(f"module 'transalign.kernels' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "METHODS": "transalign.kernels.names",
+    "WORD_LEVELS": "transalign.kernels.names",
+    "Extraction": "transalign.kernels.methods",
+    "extract_with": "transalign.kernels.methods",
+    "extract_links": "transalign.kernels.extract",
+    "split_links": "transalign.kernels.extract",
+})

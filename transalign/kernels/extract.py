@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numbers
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -55,6 +56,43 @@ def extract_links(hidden: np.ndarray, src_offsets: np.ndarray, src_lengths: np.n
     target word) links of pair p are links[pair_starts[p]:pair_starts[p + 1]], distinct and
     sorted by (source, target).
     """
+    batch = checked_batch(hidden, src_offsets, src_lengths, tgt_offsets, tgt_lengths, src_word_ids, tgt_word_ids)
+    threshold = _as_threshold(threshold)
+    if batch.n_pairs == 0:
+        return np.zeros(1, dtype=np.int64), np.empty((0, 2), dtype=np.int32)
+    threads = _as_threads(threads)
+    cells, scratch_starts = scratch_layout(batch)
+    scratch = np.empty(int(scratch_starts[-1]), dtype=np.uint8)
+    counts = np.empty(batch.n_pairs, dtype=np.int64)
+    run_over_pairs(_word_matrices, batch, cells, threads, (*batch, threshold, scratch_starts, scratch, counts))
+    return _gather_links(*batch.spans, scratch_starts, scratch, counts)
+
+
+class CheckedBatch(NamedTuple):
+    """The arguments of `extract_links` / `extract_with`, checked and normalised to the one
+    dtype/layout each kernel is compiled for; in the kernels' argument order."""
+
+    hidden: np.ndarray  # float32 [rows, d], C-contiguous
+    src_offsets: np.ndarray  # int64 [n_pairs]
+    src_lengths: np.ndarray
+    tgt_offsets: np.ndarray
+    tgt_lengths: np.ndarray
+    src_word_ids: np.ndarray  # int64 [rows]
+    tgt_word_ids: np.ndarray
+
+    @property
+    def n_pairs(self) -> int:
+        return self.src_offsets.shape[0]
+
+    @property
+    def spans(self) -> tuple[np.ndarray, ...]:
+        """Everything but ``hidden``: what the gathering kernels take."""
+        return tuple(self)[1:]
+
+
+def checked_batch(hidden, src_offsets, src_lengths, tgt_offsets, tgt_lengths, src_word_ids,
+                  tgt_word_ids) -> CheckedBatch:
+    """The batch's arrays checked (a ValueError names the argument and the bad value) and converted."""
     hidden = _as_hidden(hidden)
     rows = hidden.shape[0]
     src_offsets = _as_index("src_offsets", src_offsets)
@@ -64,31 +102,32 @@ def extract_links(hidden: np.ndarray, src_offsets: np.ndarray, src_lengths: np.n
     tgt_lengths = _as_index("tgt_lengths", tgt_lengths, n_pairs)
     _check_spans("src", src_offsets, src_lengths, rows)
     _check_spans("tgt", tgt_offsets, tgt_lengths, rows)
-    src_word_ids = _as_word_ids("src_word_ids", src_word_ids, rows)
-    tgt_word_ids = _as_word_ids("tgt_word_ids", tgt_word_ids, rows)
-    threshold = _as_threshold(threshold)
-    if n_pairs == 0:
-        return np.zeros(1, dtype=np.int64), np.empty((0, 2), dtype=np.int32)
-    threads = _as_threads(threads)
-    # A pair has at most n_src x n_tgt distinct word links: that bounds its word matrix.
-    cells = src_lengths * tgt_lengths
-    scratch_starts = np.zeros(n_pairs + 1, dtype=np.int64)
+    return CheckedBatch(hidden, src_offsets, src_lengths, tgt_offsets, tgt_lengths,
+                        _as_word_ids("src_word_ids", src_word_ids, rows), _as_word_ids("tgt_word_ids", tgt_word_ids, rows))
+
+
+def scratch_layout(batch: CheckedBatch) -> tuple[np.ndarray, np.ndarray]:
+    """(cells, scratch_starts): a pair has at most n_src x n_tgt distinct word links (words <=
+    subwords), which bounds its word matrix; pair p's matrix is scratch[starts[p]:starts[p + 1]]."""
+    cells = batch.src_lengths * batch.tgt_lengths
+    scratch_starts = np.zeros(batch.n_pairs + 1, dtype=np.int64)
     np.cumsum(cells, out=scratch_starts[1:])
-    scratch = np.empty(int(scratch_starts[-1]), dtype=np.uint8)
-    counts = np.empty(n_pairs, dtype=np.int64)
-    args = (hidden, src_offsets, src_lengths, tgt_offsets, tgt_lengths, src_word_ids, tgt_word_ids, threshold,
-            scratch_starts, scratch, counts)
-    ranges = _balanced_ranges(cells * (hidden.shape[1] + 16), threads)
+    return cells, scratch_starts
+
+
+def run_over_pairs(kernel, batch: CheckedBatch, cells: np.ndarray, threads: int, args: tuple) -> None:
+    """``kernel(first, stop, *args)`` over all pairs: on this thread for a small batch, else on
+    ranges of about equal work in a thread pool (the kernels release the GIL)."""
+    n_pairs = batch.n_pairs
+    ranges = _balanced_ranges(cells * (batch.hidden.shape[1] + 16), threads)
     if len(ranges) == 1:
-        _word_matrices(0, n_pairs, *args)
-    else:
-        if not _word_matrices.signatures:
-            _word_matrices(0, 0, *args)  # compile / load from cache once, before the threads race to
-        with ThreadPoolExecutor(min(threads, len(ranges))) as pool:
-            for _ in pool.map(lambda r: _word_matrices(r[0], r[1], *args), ranges):
-                pass  # re-raises a worker's exception here
-    return _gather_links(src_offsets, src_lengths, tgt_offsets, tgt_lengths, src_word_ids, tgt_word_ids,
-                         scratch_starts, scratch, counts)
+        kernel(0, n_pairs, *args)
+        return
+    if not kernel.signatures:
+        kernel(0, 0, *args)  # compile / load from cache once, before the threads race to
+    with ThreadPoolExecutor(min(threads, len(ranges))) as pool:
+        for _ in pool.map(lambda r: kernel(r[0], r[1], *args), ranges):
+            pass  # re-raises a worker's exception here
 
 
 def _balanced_ranges(work: np.ndarray, threads: int) -> list[tuple[int, int]]:

@@ -112,15 +112,14 @@ def _scores(x, y, s):
 
 
 @_kernel()
-def _mark_aligned(s, threshold, aligned):
-    """aligned[i, j] = F[i, j] > t and B[i, j] > t, both softmaxes of the float32 scores `s`.
+def _softmax_terms(s):
+    """The pieces of both softmaxes of the float32 scores `s`, in float64, shared by
+    `_mark_aligned` and `_softmax_min` so that both compute F and B by the very same operations:
 
-    Evaluated in float64 as exp(s - max) / sum(exp(s - max)): subtracting the row (column)
-    maximum keeps every exponent <= 0, so scores of 1e4 or more cannot overflow, and float64
-    makes the result agree with the exact softmax of `s` to ~1e-15 relative, i.e. with a
-    float32 reference to float32 rounding. A value exactly equal to t is *not* aligned
-    (strict >), e.g. a uniform row of 1000 scores gives F = 1/1000, not > 0.001.
-    NaN scores compare false, so a row or column containing one yields no links.
+    row_exp[i, j] = exp(s[i, j] - max_j s[i, :]) and row_sum[i] = its sum over j (F = row_exp /
+    row_sum); col_max[j] = max_i s[:, j] and col_sum[j] = sum_i exp(s[i, j] - col_max[j])
+    (B[i, j] = exp(s[i, j] - col_max[j]) / col_sum[j], recomputed by the caller only where
+    needed). Subtracting the maximum keeps every exponent <= 0, so huge scores cannot overflow.
     """
     n, m = s.shape
     row_max = np.full(n, -np.inf)
@@ -142,6 +141,22 @@ def _mark_aligned(s, threshold, aligned):
             row_exp[i, j] = e
             row_sum[i] += e
             col_sum[j] += math.exp(v - col_max[j])
+    return row_exp, row_sum, col_max, col_sum
+
+
+@_kernel()
+def _mark_aligned(s, threshold, aligned):
+    """aligned[i, j] = F[i, j] > t and B[i, j] > t, both softmaxes of the float32 scores `s`.
+
+    Evaluated in float64 as exp(s - max) / sum(exp(s - max)): subtracting the row (column)
+    maximum keeps every exponent <= 0, so scores of 1e4 or more cannot overflow, and float64
+    makes the result agree with the exact softmax of `s` to ~1e-15 relative, i.e. with a
+    float32 reference to float32 rounding. A value exactly equal to t is *not* aligned
+    (strict >), e.g. a uniform row of 1000 scores gives F = 1/1000, not > 0.001.
+    NaN scores compare false, so a row or column containing one yields no links.
+    """
+    n, m = s.shape
+    row_exp, row_sum, col_max, col_sum = _softmax_terms(s)
     for i in range(n):
         for j in range(m):
             # F first: it fails for almost every cell, which skips the second exp.
@@ -193,6 +208,15 @@ def _ranks(word_ids, distinct):
 
 
 @_kernel()
+def _word_ranks(src_words, tgt_words):
+    """Each side's distinct word ids (ascending) and every row's rank among them: a pair's word
+    matrix is indexed by ranks, so it is at most n x m cells whatever the id values are."""
+    src_distinct = _distinct_sorted(src_words)
+    tgt_distinct = _distinct_sorted(tgt_words)
+    return src_distinct, tgt_distinct, _ranks(src_words, src_distinct), _ranks(tgt_words, tgt_distinct)
+
+
+@_kernel()
 def _pair_word_matrix(x, y, src_words, tgt_words, threshold, matrix):
     """Fill `matrix` (flat, >= n_src_words * n_tgt_words bytes) with the pair's word links.
 
@@ -208,10 +232,7 @@ def _pair_word_matrix(x, y, src_words, tgt_words, threshold, matrix):
     # Words are indexed by their rank among the pair's distinct ids, so the matrix is at most
     # n x m cells whatever the id values are (gaps, huge ids), and reading it row-major
     # yields the links sorted by id.
-    src_distinct = _distinct_sorted(src_words)
-    tgt_distinct = _distinct_sorted(tgt_words)
-    src_rank = _ranks(src_words, src_distinct)
-    tgt_rank = _ranks(tgt_words, tgt_distinct)
+    src_distinct, tgt_distinct, src_rank, tgt_rank = _word_ranks(src_words, tgt_words)
     width = tgt_distinct.shape[0]
     used = src_distinct.shape[0] * width
     matrix[:used] = 0
@@ -379,25 +400,7 @@ def _softmax_min(s, out):
     """out[i, j] = min(F[i, j], B[i, j]) of float32 `s`, by the very expressions of `_mark_aligned`,
     so that out[i, j] > t exactly when `_mark_aligned` marks (i, j) at threshold t."""
     n, m = s.shape
-    row_max = np.full(n, -np.inf)
-    col_max = np.full(m, -np.inf)
-    for i in range(n):
-        for j in range(m):
-            v = np.float64(s[i, j])
-            if v > row_max[i]:
-                row_max[i] = v
-            if v > col_max[j]:
-                col_max[j] = v
-    row_exp = np.empty((n, m))
-    row_sum = np.zeros(n)
-    col_sum = np.zeros(m)
-    for i in range(n):
-        for j in range(m):
-            v = np.float64(s[i, j])
-            e = math.exp(v - row_max[i])
-            row_exp[i, j] = e
-            row_sum[i] += e
-            col_sum[j] += math.exp(v - col_max[j])
+    row_exp, row_sum, col_max, col_sum = _softmax_terms(s)
     for i in range(n):
         for j in range(m):
             forward = row_exp[i, j] / row_sum[i]
@@ -456,10 +459,7 @@ def _pair_method_matrix(x, y, src_words, tgt_words, method, word_level, threshol
     word_scores[cell] = the largest score among the linked cells (subword pairs, or the word
     pair itself for mean pooling) that make the word link.
     """
-    src_distinct = _distinct_sorted(src_words)
-    tgt_distinct = _distinct_sorted(tgt_words)
-    src_rank = _ranks(src_words, src_distinct)
-    tgt_rank = _ranks(tgt_words, tgt_distinct)
+    src_distinct, tgt_distinct, src_rank, tgt_rank = _word_ranks(src_words, tgt_words)
     n_src = src_distinct.shape[0]
     width = tgt_distinct.shape[0]
     if word_level == MEAN:

@@ -31,16 +31,14 @@ links and scores do not depend on the batch, the threads or the order of the pai
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from transalign.kernels.extract import (_as_hidden, _as_index, _as_threads, _as_threshold, _as_word_ids,
-                                        _balanced_ranges, _check_spans, extract_links)
+from transalign.kernels.extract import (_as_threads, _as_threshold, scratch_layout, checked_batch, extract_links,
+                                        run_over_pairs)
 from transalign.kernels.jit import _gather_links, _gather_scores, _method_matrices
 from transalign.kernels.names import DEFAULT_METHOD, DEFAULT_WORD_LEVEL, METHODS, WORD_LEVELS
-
 
 
 @dataclass(frozen=True)
@@ -90,43 +88,21 @@ def extract_with(hidden: np.ndarray, src_offsets: np.ndarray, src_lengths: np.nd
         pair_starts, links = extract_links(hidden, src_offsets, src_lengths, tgt_offsets, tgt_lengths,
                                            src_word_ids, tgt_word_ids, extraction.threshold, threads=threads)
         return pair_starts, links, None
-    hidden = _as_hidden(hidden)
-    rows = hidden.shape[0]
-    src_offsets = _as_index("src_offsets", src_offsets)
-    n_pairs = src_offsets.shape[0]
-    src_lengths = _as_index("src_lengths", src_lengths, n_pairs)
-    tgt_offsets = _as_index("tgt_offsets", tgt_offsets, n_pairs)
-    tgt_lengths = _as_index("tgt_lengths", tgt_lengths, n_pairs)
-    _check_spans("src", src_offsets, src_lengths, rows)
-    _check_spans("tgt", tgt_offsets, tgt_lengths, rows)
-    src_word_ids = _as_word_ids("src_word_ids", src_word_ids, rows)
-    tgt_word_ids = _as_word_ids("tgt_word_ids", tgt_word_ids, rows)
+    batch = checked_batch(hidden, src_offsets, src_lengths, tgt_offsets, tgt_lengths, src_word_ids, tgt_word_ids)
     want = extraction.scores
-    if n_pairs == 0:
+    if batch.n_pairs == 0:
         return np.zeros(1, dtype=np.int64), np.empty((0, 2), dtype=np.int32), np.empty(0) if want else None
     threads = _as_threads(threads)
-    cells = src_lengths * tgt_lengths  # words <= subwords: n x m bounds the word matrix too
-    scratch_starts = np.zeros(n_pairs + 1, dtype=np.int64)
-    np.cumsum(cells, out=scratch_starts[1:])
+    cells, scratch_starts = scratch_layout(batch)
     scratch = np.empty(int(scratch_starts[-1]), dtype=np.uint8)
     score_scratch = np.empty(int(scratch_starts[-1]) if want else 0)
-    counts = np.empty(n_pairs, dtype=np.int64)
-    args = (hidden, src_offsets, src_lengths, tgt_offsets, tgt_lengths, src_word_ids, tgt_word_ids,
-            METHODS.index(extraction.method), WORD_LEVELS.index(extraction.word_level), extraction.threshold,
-            want, scratch_starts, scratch, score_scratch, counts)
-    ranges = _balanced_ranges(cells * (hidden.shape[1] + 16), threads)
-    if len(ranges) == 1:
-        _method_matrices(0, n_pairs, *args)
-    else:
-        if not _method_matrices.signatures:
-            _method_matrices(0, 0, *args)  # compile / load from cache once, before the threads race to
-        with ThreadPoolExecutor(min(threads, len(ranges))) as pool:
-            for _ in pool.map(lambda r: _method_matrices(r[0], r[1], *args), ranges):
-                pass  # re-raises a worker's exception here
-    spans = (src_offsets, src_lengths, tgt_offsets, tgt_lengths, src_word_ids, tgt_word_ids)
-    pair_starts, links = _gather_links(*spans, scratch_starts, scratch, counts)
+    counts = np.empty(batch.n_pairs, dtype=np.int64)
+    run_over_pairs(_method_matrices, batch, cells, threads,
+                   (*batch, METHODS.index(extraction.method), WORD_LEVELS.index(extraction.word_level),
+                    extraction.threshold, want, scratch_starts, scratch, score_scratch, counts))
+    pair_starts, links = _gather_links(*batch.spans, scratch_starts, scratch, counts)
     if not want:
         return pair_starts, links, None
     scores = np.empty(links.shape[0])
-    _gather_scores(*spans, scratch_starts, scratch, score_scratch, pair_starts, scores)
+    _gather_scores(*batch.spans, scratch_starts, scratch, score_scratch, pair_starts, scores)
     return pair_starts, links, scores

@@ -8,20 +8,14 @@ only when training runs: ``import transalign.train`` stays light.
 
 from __future__ import annotations
 
+from transalign.lazy import lazy_exports
+
 __all__ = ["FinetuneOptions", "FinetuneResult", "TrainError", "finetune", "OBJECTIVES"]
 
-_LAZY = {
+__getattr__, __dir__ = lazy_exports(__name__, {
     "FinetuneOptions": "transalign.train.loop",
     "FinetuneResult": "transalign.train.loop",
     "finetune": "transalign.train.loop",
     "OBJECTIVES": "transalign.train.objective",
     "TrainError": "transalign.train.gold",
-}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'transalign.train' has no attribute {name!r}")
+})

@@ -11,6 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
+from transalign.outputs import replace_directory
 from transalign.train.gold import TrainError
 
 TRAINING_JSON = "training.json"
@@ -32,13 +33,7 @@ def write_adapter(peft_model, out: Path, info: dict, base_model: str) -> None:
         peft_model.save_pretrained(str(staging), safe_serialization=True)
         text = json.dumps(info, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
         (staging / TRAINING_JSON).write_text(text, encoding="utf-8")
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(staging, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_directory(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -187,7 +187,9 @@ def _dev_entry(enc, dev, dev_set, tokenizer, device) -> dict:
     from transalign.train.dev import dev_scores
 
     scores = dev_scores(enc.module, dev, dev_set.pairs, enc.threshold, tokenizer.pad_token_id, device)
-    return {"dev": {k: getattr(scores, k) for k in ("aer", "precision", "recall", "f1", "predicted")}}
+    fields = ("aer", "precision", "recall", "f1", "predicted")
+    return {"dev": {k: getattr(scores["reference"], k) for k in fields},
+            "dev_argmax": {k: getattr(scores["argmax"], k) for k in fields}}
 
 
 def _info(opts, enc, device, train_sets, dev_set, history, best_epoch, seconds) -> dict:
