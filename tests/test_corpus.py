@@ -6,6 +6,8 @@ file `transalign align` writes for them.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import os
 import random
@@ -13,11 +15,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from measurements import record
 from transalign.formats.alignments import FormatError
 from transalign.cli import main
 from transalign.corpus.formats import detect_format, iter_pairs, read_shard
@@ -142,9 +146,21 @@ def test_malformed_rows_name_file_and_line(tmp_path, tiny_bundle, capsys, fmt, t
     assert str(info.value).startswith(f"{path}:{line}: ") and message in str(info.value)
     code = main(["align-corpus", str(tiny_bundle), str(path), "-o", str(tmp_path / "out"), "--input-format", fmt,
                  "--src-lang", "eng_Latn", "--tgt-lang", "ces_Latn", "--shard-pairs", "1", "--quiet"])
-    assert code == 2 and f"{path}:{line}: " in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2 and f"{path}:{line}: " in err and "--rejects FILE" in err
     # the pairs before the bad line were written as shards; none after it, nothing shifted
     assert [p.name for p in shard_files(tmp_path / "out")] == [f"part-{k:05d}.txt" for k in range(line - 1)]
+    # with --rejects: the row is set aside, the others keep their row positions as ids
+    rejects = tmp_path / "rejects.jsonl"
+    assert main(["align-corpus", str(tiny_bundle), str(path), "-o", str(tmp_path / "kept"), "--input-format", fmt,
+                 "--src-lang", "eng_Latn", "--tgt-lang", "ces_Latn", "--output-format", "id", "--rejects",
+                 str(rejects), "--quiet"]) == 0
+    lines = text.splitlines()
+    [entry] = [json.loads(x) for x in rejects.read_text(encoding="utf-8").splitlines()]
+    assert entry["file"] == str(path) and entry["line"] == line and message in entry["reason"]
+    assert entry["raw"] == lines[line - 1]
+    records = [r for p in shard_files(tmp_path / "kept") for r in read_shard(p, "id")]
+    assert [r.id for r in records] == [str(k) for k in range(len(lines)) if k != line - 1]
 
 
 # ---- in-process jobs ---------------------------------------------------------------------------
@@ -230,11 +246,8 @@ def test_mixed_language_pairs_keep_input_order(tmp_path, tiny_bundle, aligner, m
 def test_output_formats_hold_the_same_links(tmp_path, tiny_bundle, fast_align_job, monkeypatch):
     monkeypatch.setattr("transalign.corpus.job.CHUNK_PAIRS", 5)  # each shard written in pieces
     formats = ["id", "jsonl"]
-    try:
-        import pyarrow  # noqa: F401  (the `ray` extra)
+    if importlib.util.find_spec("pyarrow"):  # the `ray` extra
         formats.append("parquet")
-    except ImportError:
-        pass
     corpus = write_fast_align(tmp_path / "c.txt", fast_align_job["src"][:40], fast_align_job["tgt"][:40])
     expected = [line.split() for line in fast_align_job["align"].read_text().splitlines()[:40]]
     for fmt in formats:
@@ -265,13 +278,152 @@ def test_unknown_language_names_the_row(tmp_path, tiny_bundle):
         align_corpus(tiny_bundle, corpus, tmp_path / "out", src_lang="eng_Latn", tgt_lang="ces_Latn")
 
 
-def test_cli_default_shard_size_matches_the_api():
-    from transalign.cli import align_corpus_cmd
-    from transalign.corpus import job
+# ---- rejects --------------------------------------------------------------------------------------
 
-    assert align_corpus_cmd.DEFAULT_SHARD_PAIRS == job.DEFAULT_SHARD_PAIRS
-    assert align_corpus_cmd.OUTPUT_FORMATS == job.OUTPUT_FORMATS
-    assert align_corpus_cmd.INPUT_FORMATS == job.INPUT_FORMATS
+def bad_fast_align(n: int, seed: int, every: int) -> tuple[list[bytes], dict[int, str]]:
+    """``n`` `src ||| tgt` lines (bytes), every ``every``-th one malformed in a rotating way, and
+    {0-based row: a piece of the expected reason} for the malformed ones."""
+    src, tgt = sentences(n, seed), sentences(n, seed + 1)
+    kinds = [(b"no separator here", "missing ` ||| `"), (b"a ||| b ||| c", "more than one `|||`"),
+             (b" ".join([b"word"] * 400) + b" ||| z", "more tokens than the model's maximum"),
+             (b"\xff\xfe bad ||| x", "invalid UTF-8"), (b"", "missing ` ||| `")]
+    lines, bad = [], {}
+    for k in range(n):
+        if k % every == every - 1:
+            raw, reason = kinds[len(bad) % len(kinds)]
+            lines.append(raw)
+            bad[k] = reason
+        else:
+            lines.append(f"{' '.join(src[k])} ||| {' '.join(tgt[k])}".encode())
+    return lines, bad
+
+
+def test_rejects_keep_row_positions_and_name_every_bad_row(tmp_path, tiny_bundle, aligner):
+    lines, bad = bad_fast_align(30, 11, 5)  # rows 4, 9, 14, 19, 24, 29 malformed, one of each kind
+    corpus = tmp_path / "c.txt"
+    corpus.write_bytes(b"".join(x + b"\n" for x in lines))
+    rejects = tmp_path / "rejects.jsonl"
+    summary = align_corpus(tiny_bundle, corpus, tmp_path / "out", src_lang="eng_Latn", tgt_lang="ces_Latn",
+                           output_format="id", shard_pairs=8, rejects=rejects)
+    assert (summary.shards, summary.pairs, summary.rejected, summary.rejects) == (4, 24, 6, rejects.resolve())
+    good = [k for k in range(30) if k not in bad]
+    texts = [lines[k].decode() for k in good]
+    expected = aligner.align([t.split(" ||| ")[0].split() for t in texts], [t.split(" ||| ")[1].split() for t in texts],
+                             "eng_Latn", "ces_Latn")
+    records = [r for p in shard_files(tmp_path / "out") for r in read_shard(p, "id")]
+    assert [(r.id, list(r.links)) for r in records] == [(str(k), list(e.links)) for k, e in zip(good, expected)]
+    entries = [json.loads(x) for x in rejects.read_text(encoding="utf-8").splitlines()]
+    assert [(e["file"], e["line"]) for e in entries] == [(str(corpus), k + 1) for k in sorted(bad)]
+    assert all(bad[e["line"] - 1] in e["reason"] for e in entries), entries
+    assert [e["raw"] for e in entries] == [lines[k].decode("utf-8", "backslashreplace") for k in sorted(bad)]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["options"]["rejects"] == str(rejects.resolve())
+    assert manifest["rejected"] == {"0": 1, "1": 2, "2": 1, "3": 2} and manifest["pairs"] == 24
+    # the option is part of the job: resuming without it (or with another file) is refused
+    with pytest.raises(JobError, match="options.rejects None"):
+        align_corpus(tiny_bundle, corpus, tmp_path / "out", src_lang="eng_Latn", tgt_lang="ces_Latn",
+                     output_format="id", shard_pairs=8, resume=True)
+    with pytest.raises(ValueError, match="--rejects .* is also an input"):
+        align_corpus(tiny_bundle, corpus, tmp_path / "other", src_lang="eng_Latn", tgt_lang="ces_Latn",
+                     rejects=corpus)
+
+
+def test_rejects_jsonl_types_languages_and_parquet_rows(tmp_path, tiny_bundle, aligner):
+    rows = mixed_rows(24)
+    bad = {3: ('{"src": "a", "tgt": ', "bad JSON"), 8: ('{"src": 3, "tgt": "b"}', "'src' must be a string"),
+           12: ('["a", "b"]', "expected a JSON object"), 17: ('{"src": "a"}', "missing 'tgt'"),
+           21: ('{"src": "a b", "tgt": "c", "src_lang": "eng_Latm", "tgt_lang": "ces_Latn"}', "eng_Latm")}
+    text = [bad[k][0] if k in bad else json.dumps({c: v for c, v in r.items() if c != "id"}, ensure_ascii=False)
+            for k, r in enumerate(rows)]
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(t + "\n" for t in text), encoding="utf-8")
+    summary = align_corpus(tiny_bundle, corpus, tmp_path / "out", src_lang="eng_Latn", tgt_lang="ces_Latn",
+                           output_format="jsonl", shard_pairs=10, rejects=tmp_path / "rejects.jsonl")
+    assert (summary.pairs, summary.rejected) == (19, 5)
+    good = [r for k, r in enumerate(rows) if k not in bad]
+    expected = expected_mixed(aligner, good)
+    records = [r for p in shard_files(tmp_path / "out") for r in read_shard(p, "jsonl")]
+    assert [(r.id, list(r.links)) for r in records] == [(str(k), expected[r["id"]]) for k, r in enumerate(rows)
+                                                          if k not in bad]
+    entries = [json.loads(x) for x in (tmp_path / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [(e["line"], e["raw"]) for e in entries] == [(k + 1, bad[k][0]) for k in sorted(bad)]
+    assert all(bad[e["line"] - 1][1] in e["reason"] for e in entries), entries
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    table = pa.table({"id": ["a", "b", "c", "d"], "src": ["x y", None, "z", "w"], "tgt": ["u", "v", None, "t"]})
+    pq.write_table(table, tmp_path / "c.parquet", row_group_size=2)
+    summary = align_corpus(tiny_bundle, tmp_path / "c.parquet", tmp_path / "pq", src_lang="eng_Latn",
+                           tgt_lang="ces_Latn", output_format="id", rejects=tmp_path / "pq-rejects.jsonl")
+    assert [r.id for r in read_shard(tmp_path / "pq" / "part-00000.txt", "id")] == ["a", "d"]
+    entries = [json.loads(x) for x in (tmp_path / "pq-rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [(e["line"], e["reason"], json.loads(e["raw"])) for e in entries] == [
+        (2, "src is null", {"id": "b", "src": None, "tgt": "v"}), (3, "tgt is null", {"id": "c", "src": "z", "tgt": None})]
+
+
+@pytest.fixture(scope="module")
+def rejects_job(tmp_path_factory, tiny_bundle):
+    """1,000 `src ||| tgt` rows, every 23rd malformed (all five kinds, spread over the shards),
+    and the uninterrupted job with rejects in 25 shards of 40."""
+    root = tmp_path_factory.mktemp("rejects")
+    lines, bad = bad_fast_align(1000, 21, 23)
+    corpus = root / "corpus.txt"
+    corpus.write_bytes(b"".join(x + b"\n" for x in lines))
+    summary = align_corpus(tiny_bundle, corpus, root / "full", src_lang="eng_Latn", tgt_lang="ces_Latn",
+                           output_format="id", shard_pairs=40, rejects=root / "full-rejects.jsonl")
+    assert (summary.shards, summary.rejected, summary.pairs) == (25, len(bad), 1000 - len(bad))
+    return {"root": root, "corpus": corpus, "full": root / "full", "rejects": root / "full-rejects.jsonl",
+            "bad": bad}
+
+
+def job_files(outdir: Path) -> dict[str, bytes]:
+    """Every shard and rejects part of a job (not the manifest, which holds paths)."""
+    return {p.name: p.read_bytes() for p in sorted(outdir.glob("part-*")) + sorted(outdir.glob("rejects-*"))}
+
+
+def test_rejects_after_sigkill_and_resume_equal_the_uninterrupted_run(rejects_job, tiny_bundle, tmp_path):
+    outdir, rejects = tmp_path / "killed", tmp_path / "rejects.jsonl"
+    args = ["align-corpus", str(tiny_bundle), str(rejects_job["corpus"]), "-o", str(outdir), "--src-lang",
+            "eng_Latn", "--tgt-lang", "ces_Latn", "--output-format", "id", "--shard-pairs", "40", "--rejects",
+            str(rejects), "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "transalign", *args], cwd=ROOT, stderr=subprocess.PIPE)
+    target = random.Random().randint(2, 12)
+    deadline = time.monotonic() + 120
+    while len(shard_files(outdir)) < target and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, f"the job ended before it could be killed: {proc.stderr.read()!r}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 2 <= len(shard_files(outdir)) < 25 and not rejects.exists()
+    assert main(args + ["--resume"]) == 0
+    assert job_files(outdir) == job_files(rejects_job["full"])
+    assert rejects.read_bytes() == rejects_job["rejects"].read_bytes()
+    entries = [json.loads(x) for x in rejects.read_text(encoding="utf-8").splitlines()]
+    assert [e["line"] for e in entries] == [k + 1 for k in sorted(rejects_job["bad"])]  # none lost or repeated
+    records = [r for p in shard_files(outdir) for r in read_shard(p, "id")]
+    assert [r.id for r in records] == [str(k) for k in range(1000) if k not in rejects_job["bad"]]
+    mine = json.loads((outdir / "manifest.json").read_text())
+    full = json.loads((rejects_job["full"] / "manifest.json").read_text())
+    assert mine["rejected"] == full["rejected"] and sum(mine["rejected"].values()) == len(rejects_job["bad"])
+    assert not [p for p in outdir.iterdir() if p.name.startswith(".")]
+
+
+def test_cli_choices_are_the_owning_modules():
+    """The CLI's choice lists and defaults are the ones the code checks against, not copies."""
+    import argparse
+
+    from transalign.cli import align_corpus_cmd
+    from transalign.corpus import formats, job
+    from transalign.engine import bundle, session
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    align_corpus_cmd.register(sub)
+    actions = {a.dest: a for a in sub.choices["align-corpus"]._actions}
+    assert actions["shard_pairs"].default == job.DEFAULT_SHARD_PAIRS
+    assert actions["input_format"].choices is formats.INPUT_FORMATS
+    assert actions["output_format"].choices is formats.OUTPUT_FORMATS
+    assert actions["precision"].choices is bundle.PRECISIONS
+    assert actions["provider"].choices is session.PROVIDER_CHOICES
 
 
 # ---- Ray ---------------------------------------------------------------------------------------
@@ -285,7 +437,7 @@ def ray_cluster():
 
 
 def test_ray_shards_equal_the_in_process_ones(ray_cluster, tmp_path, tiny_bundle, aligner, monkeypatch):
-    # the driver's side of the Ray job: align batches of 8 rows, shards written 8 records at a time
+    # read tasks yield chunks of 8 rows, the driver writes shards 8 records at a time
     monkeypatch.setattr("transalign.corpus.ray_job.CHUNK_PAIRS", 8)
     rows = mixed_rows(90)
     corpus = tmp_path / "mixed.jsonl"
@@ -330,3 +482,104 @@ def test_align_dataset_adds_links(ray_cluster, tiny_bundle, fast_align_job, alig
     expected = aligner.align(src, tgt, "eng_Latn", "ces_Latn")
     got = {row["k"]: [tuple(link) for link in row["links"]] for row in rows}
     assert got == {k: list(r.links) for k, r in enumerate(expected)}
+
+
+def test_ray_rejects_equal_the_in_process_ones(ray_cluster, tmp_path, tiny_bundle, rejects_job):
+    """Rejects found by the reader (in the read tasks), by language and length (in the actors):
+    the same shards, parts and rejects file as in process."""
+    lines = rejects_job["corpus"].read_bytes().splitlines(keepends=True)[:200]
+    lines[57] = b'not json either\n'  # fast_align rejects are in the first 200 rows too
+    corpus = tmp_path / "c.txt"
+    corpus.write_bytes(b"".join(lines))
+    options = {"src_lang": "eng_Latn", "tgt_lang": "ces_Latn", "output_format": "jsonl", "shard_pairs": 30}
+    local = align_corpus(tiny_bundle, corpus, tmp_path / "local", rejects=tmp_path / "local.jsonl", **options)
+    remote = align_corpus(tiny_bundle, corpus, tmp_path / "ray", ray=True, workers=2, threads=1,
+                          rejects=tmp_path / "ray.jsonl", **options)
+    assert local.rejected == remote.rejected > 5 and local.pairs == remote.pairs
+    assert job_files(tmp_path / "ray") == job_files(tmp_path / "local")
+    assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
+    reasons = [json.loads(x)["reason"] for x in (tmp_path / "ray.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert any("more tokens than the model's maximum" in r for r in reasons)  # found by an actor
+    # an unknown language code (checked by the actors with rejects, by the driver without)
+    jsonl = tmp_path / "c.jsonl"
+    jsonl.write_text('{"src": "a", "tgt": "b"}\n{"src": "a", "tgt": "b", "src_lang": "eng_Latm"}\n{"src": "c", '
+                     '"tgt": "d"}\n', encoding="utf-8")
+    summary = align_corpus(tiny_bundle, jsonl, tmp_path / "lang", ray=True, workers=1, threads=1,
+                           rejects=tmp_path / "lang.jsonl", **options)
+    [entry] = [json.loads(x) for x in (tmp_path / "lang.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert summary.rejected == 1 and entry["line"] == 2 and "eng_Latm" in entry["reason"]
+    assert [r.id for r in read_shard(tmp_path / "lang" / "part-00000.jsonl", "jsonl")] == ["0", "2"]
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Raise TimeoutError in this (the main) thread after ``seconds``: a hung job fails the test."""
+    def expire(signum, frame):
+        raise TimeoutError(f"gave up after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def align_actors(ray) -> dict[str, dict]:
+    """The live AlignBatch actors of the cluster (actor id -> GCS actor-table entry, with Pid).
+
+    ``ray.util.state.list_actors`` needs the dashboard, which these tests do not start; the GCS
+    actor table (``ray._private.state.actors``, Ray's debugging accessor behind ``ray.state``)
+    holds the same Pid, State and NumRestarts without it."""
+    from ray._private import state
+
+    return {aid: info for aid, info in state.actors().items()
+            if "AlignBatch" in info.get("ActorClassName", "") and info.get("State") == "ALIVE" and info.get("Pid")}
+
+
+def test_ray_survives_sigkill_of_an_actor(ray_cluster, tmp_path, tiny_bundle):
+    """SIGKILL one of two actors after a few of 40 shards: Ray restarts it and retries its batch
+    (Ray Data's actor-pool defaults: max_restarts=-1, max_task_retries=-1) and the job ends with
+    exactly the in-process result: every row once, in order."""
+    from ray._private import state
+
+    src, tgt = sentences(4000, 31), sentences(4000, 32)
+    corpus = write_fast_align(tmp_path / "c.txt", src, tgt)
+    options = {"src_lang": "eng_Latn", "tgt_lang": "ces_Latn", "output_format": "id", "shard_pairs": 100}
+    manifest = tmp_path / "ray" / "manifest.json"
+    killed: dict = {}
+    stop = threading.Event()
+
+    def watch():
+        """Kill one AlignBatch actor once 2 shards are written and both actors are up."""
+        while not stop.is_set():
+            with contextlib.suppress(OSError, ValueError):  # the manifest is replaced atomically
+                done = len(json.loads(manifest.read_text())["completed"]) if manifest.exists() else 0
+                actors = align_actors(ray_cluster)
+                if done >= 2 and len(actors) == 2:
+                    actor_id, info = sorted(actors.items())[0]
+                    os.kill(info["Pid"], signal.SIGKILL)
+                    killed.update(actor=actor_id, pid=info["Pid"], shards_done=done)
+                    return
+            stop.wait(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        with time_limit(150):
+            summary = align_corpus(tiny_bundle, corpus, tmp_path / "ray", ray=True, workers=2, threads=1, **options)
+    finally:
+        stop.set()
+        watcher.join(5)
+    assert killed, "the job ended before an actor could be killed (make the corpus bigger)"
+    assert killed["shards_done"] < 40, killed
+    after = state.actors(actor_id=killed["actor"])
+    assert after["NumRestarts"] >= 1 and after["Pid"] != killed["pid"], f"Ray did not restart {killed}: {after}"
+    record(f"Ray actor SIGKILL: pid {killed['pid']} killed with {killed['shards_done']}/40 shards written; "
+           f"restarted {after['NumRestarts']}x as pid {after['Pid']}; output equals the in-process run")
+    assert (summary.shards, summary.pairs) == (40, 4000)
+    align_corpus(tiny_bundle, corpus, tmp_path / "local", **options)
+    assert job_files(tmp_path / "ray") == job_files(tmp_path / "local")
+    records = [r for p in shard_files(tmp_path / "ray") for r in read_shard(p, "id")]
+    assert [r.id for r in records] == [str(k) for k in range(4000)]  # no loss, no duplication

@@ -13,7 +13,9 @@ Input formats (one sentence pair per line or row, words split on whitespace):
 Readers stream (one line or one Parquet batch at a time) and can start at a recorded position
 (a byte offset, or a row for Parquet), so a resumed or distributed job reads only its part.
 A malformed row is a :class:`~transalign.formats.alignments.FormatError` naming the file and line
-(Parquet: row): a pair is never dropped or shifted silently.
+(Parquet: row): a pair is never dropped or shifted silently. With ``rejects=True`` the reader
+yields a :class:`Rejected` in the row's place instead (the corpus job's ``--rejects``), so the
+caller still sees every row, in order, and can count positions past it.
 
 Output formats, one record per pair: ``pharaoh`` (``i-j ...``, exactly the lines of
 ``transalign align``), ``id`` (``ID<TAB>i-j ...``), ``jsonl`` (``{"id", "links"}``) and
@@ -41,6 +43,11 @@ COLUMNS = ("id", "src", "tgt", "src_lang", "tgt_lang")
 PARQUET_BATCH_ROWS = 8192
 
 
+class RowError(FormatError):
+    """A malformed *row* (as opposed to a file that cannot be read at all): the corpus job's
+    rejects option sets such rows aside; without it they stop the job with ``FILE:LINE: message``."""
+
+
 class Pair(NamedTuple):
     """One input pair. ``pos``: where its line starts (byte offset; Parquet: 0-based row), so a
     reader can restart there; ``lineno``: 1-based line (Parquet: row) for messages."""
@@ -52,6 +59,24 @@ class Pair(NamedTuple):
     tgt_lang: str | None
     pos: int
     lineno: int
+
+
+class Rejected(NamedTuple):
+    """A malformed row set aside (``rejects=True``) instead of stopping the job. ``pos`` and
+    ``lineno`` as for :class:`Pair`; ``reason``: the message the error would have had; ``raw``: the
+    line as read (Parquet: the row as JSON), None when not read yet (see :func:`raw_row`)."""
+
+    pos: int
+    lineno: int
+    reason: str
+    raw: str | None = None
+
+
+def reject_line(input_name: str, rejected: Rejected) -> str:
+    """One line of a rejects file: ``{"file", "line", "reason", "raw"}`` (``line``: 1-based line,
+    Parquet: 1-based row), so a user can find, fix and re-run exactly the rows set aside."""
+    return json.dumps({"file": input_name, "line": rejected.lineno, "reason": rejected.reason,
+                       "raw": rejected.raw}, ensure_ascii=False) + "\n"
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -84,13 +109,19 @@ def detect_format(path: str | os.PathLike) -> str:
                       f"give --input-format ({', '.join(INPUT_FORMATS)})", path, 1)
 
 
-def iter_pairs(path: str | os.PathLike, fmt: str, start: int = 0, start_lineno: int = 1) -> Iterator[Pair]:
+def iter_pairs(path: str | os.PathLike, fmt: str, start: int = 0, start_lineno: int = 1, *,
+               rejects: bool = False) -> Iterator[Pair | Rejected]:
     """Stream the pairs of ``path`` from position ``start`` (a ``Pair.pos`` from an earlier read,
-    or 0) on; ``start_lineno`` is the line number of that position."""
+    or 0) on; ``start_lineno`` is the line number of that position.
+
+    A malformed row raises :class:`FormatError` (``FILE:LINE: message``), or with ``rejects``
+    comes out as a :class:`Rejected` in its place: every row yields exactly one item either way.
+    Errors about the whole file (not found, not Parquet, no src/tgt column, a TSV first line
+    that fits no layout) always raise: no row of such a file can be trusted."""
     if fmt not in INPUT_FORMATS:
         raise ValueError(f"input format {fmt!r} is not one of {', '.join(INPUT_FORMATS)}")
     if fmt == "parquet":
-        yield from _iter_parquet(Path(path), start)
+        yield from _iter_parquet(Path(path), start, rejects)
         return
     parse = {"fast_align": _parse_fast_align, "jsonl": _parse_jsonl}.get(fmt)
     if fmt == "tsv":
@@ -98,16 +129,31 @@ def iter_pairs(path: str | os.PathLike, fmt: str, start: int = 0, start_lineno: 
         parse = _tsv_parser(layout)
         if header and start == 0:
             start, start_lineno = header, 2  # header = byte length of the header line
-    for pos, lineno, text in _iter_lines(Path(path), start, start_lineno):
+    for pos, lineno, raw in _iter_lines(Path(path), start, start_lineno):
         try:
+            text = _decode(raw, pos)
             src, tgt, ident, src_lang, tgt_lang = parse(text)
         except ValueError as exc:
-            raise FormatError(str(exc), path, lineno) from None
+            if not rejects:
+                raise RowError(str(exc), path, lineno) from None
+            yield Rejected(pos, lineno, str(exc), _decode(raw, pos, "backslashreplace"))
+            continue
         yield Pair(src, tgt, ident, src_lang, tgt_lang, pos, lineno)
 
 
-def _iter_lines(path: Path, start: int, lineno: int) -> Iterator[tuple[int, int, str]]:
-    """(byte offset, 1-based line number, text without line end) from ``start`` on."""
+def _decode(raw: bytes, pos: int, errors: str = "strict") -> str:
+    """A line's text without its line end (and without the BOM of a file's first line)."""
+    try:
+        text = raw.decode("utf-8", errors)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"invalid UTF-8 at byte {exc.start} of the line; convert the file to UTF-8") from None
+    if pos == 0 and text.startswith("\ufeff"):
+        text = text[1:]
+    return text.rstrip("\r\n")
+
+
+def _iter_lines(path: Path, start: int, lineno: int) -> Iterator[tuple[int, int, bytes]]:
+    """(byte offset, 1-based line number, the line's bytes) from ``start`` on."""
     try:
         handle = open(path, "rb")
     except FileNotFoundError:
@@ -116,16 +162,29 @@ def _iter_lines(path: Path, start: int, lineno: int) -> Iterator[tuple[int, int,
         handle.seek(start)
         pos = start
         for raw in handle:
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise FormatError(f"invalid UTF-8 at byte {exc.start} of the line; convert the file to UTF-8",
-                                  path, lineno) from None
-            if pos == 0 and text.startswith("\ufeff"):
-                text = text[1:]
-            yield pos, lineno, text.rstrip("\r\n")
+            yield pos, lineno, raw
             pos += len(raw)
             lineno += 1
+
+
+def raw_row(path: str | os.PathLike, fmt: str, pos: int) -> str:
+    """The raw text of the row at ``pos`` (a ``Pair.pos``): the line without its end, or for
+    Parquet the row as JSON. For rejects found after reading (unknown language, too long)."""
+    if fmt == "parquet":
+        _, pq = _pyarrow()
+        pf = pq.ParquetFile(path)
+        first = 0
+        for g in range(pf.metadata.num_row_groups):
+            rows = pf.metadata.row_group(g).num_rows
+            if pos < first + rows:
+                names = [c for c in COLUMNS if c in pf.schema_arrow.names]
+                row = pf.read_row_group(g, columns=names).slice(pos - first, 1).to_pylist()[0]
+                return json.dumps(row, ensure_ascii=False, default=str)
+            first += rows
+        raise IndexError(f"{path}: no row {pos + 1}")
+    with open(path, "rb") as handle:
+        handle.seek(pos)
+        return _decode(handle.readline(), pos, "backslashreplace")
 
 
 def _parse_fast_align(text: str):
@@ -142,7 +201,10 @@ def _tsv_layout(path: Path) -> tuple[tuple[str, ...], int]:
     first = next(_iter_lines(path, 0, 1), None)
     if first is None:
         return TSV_LAYOUTS[2], 0
-    fields = first[2].split("\t")
+    try:
+        fields = _decode(first[2], 0).split("\t")
+    except ValueError as exc:
+        raise FormatError(str(exc), path, 1) from None
     names = tuple(f.strip().lower() for f in fields)
     if {"src", "tgt"} <= set(names) and set(names) <= set(COLUMNS) and len(set(names)) == len(names):
         with open(path, "rb") as handle:
@@ -225,7 +287,7 @@ def _pyarrow():
     return pyarrow, pyarrow.parquet
 
 
-def _iter_parquet(path: Path, start: int) -> Iterator[Pair]:
+def _iter_parquet(path: Path, start: int, rejects: bool = False) -> Iterator[Pair | Rejected]:
     _, pq = _pyarrow()
 
     try:
@@ -254,20 +316,23 @@ def _iter_parquet(path: Path, start: int) -> Iterator[Pair]:
         data = {c: batch.column(c).to_pylist() for c in columns}
         for k in range(batch.num_rows):
             if row >= start:
-                yield _parquet_pair(path, data, k, row)
+                yield _parquet_pair(path, data, k, row, rejects)
             row += 1
 
 
-def _parquet_pair(path: Path, data: dict, k: int, row: int) -> Pair:
+def _parquet_pair(path: Path, data: dict, k: int, row: int, rejects: bool = False) -> Pair | Rejected:
+    values = {c: data[c][k] if c in data else None for c in COLUMNS}
     try:
-        values = {c: data[c][k] if c in data else None for c in COLUMNS}
         for name in ("src", "tgt"):
             if values[name] is None:
                 raise ValueError(f"{name} is null")
         return Pair(_words(values["src"], "src"), _words(values["tgt"], "tgt"), _ident(values["id"]),
                     _lang(values["src_lang"], "src_lang"), _lang(values["tgt_lang"], "tgt_lang"), row, row + 1)
     except ValueError as exc:
-        raise FormatError(f"row {row + 1}: {exc}", path) from None
+        if rejects:
+            present = {c: v for c, v in values.items() if c in data}
+            return Rejected(row, row + 1, str(exc), json.dumps(present, ensure_ascii=False, default=str))
+        raise RowError(f"row {row + 1}: {exc}", path) from None
 
 
 # ---- shard writers ---------------------------------------------------------------------------

@@ -5,7 +5,9 @@ sha256 of its manifest, which itself lists the sha256 of every bundle file), eve
 can change a result, and the shards that are complete. It is rewritten atomically after each
 shard, *after* that shard's file was renamed into place: a shard listed as complete is always
 there and whole. A shard file that exists but is not listed (killed between the two renames) is
-simply aligned and written again; the result is the same.
+simply aligned and written again; the result is the same. With the rejects option each shard's
+rejected rows go to ``rejects-0000k.jsonl``, renamed into place before the shard file, and the
+manifest records their count per shard (``rejected``) when it lists the shard.
 
 Resuming requires the same identity (input hash and format, bundle hash, options); anything
 else is refused with the differences named, because mixing shards of two jobs would give a
@@ -42,8 +44,10 @@ class JobManifest:
     # start (byte offset or Parquet row, 1-based line) of the last completed shard of the
     # completed prefix, so a resume seeks there instead of re-reading the whole input
     last_start: dict[str, int] | None = None
+    # rows set aside per complete shard ({"0": 2, ...}), with the rejects option only
+    rejected: dict[str, int] = field(default_factory=dict)
     shards: int | None = None  # known once the whole input was read
-    pairs: int | None = None
+    pairs: int | None = None  # output records: input rows less the rejected ones
     complete: bool = False
     format: str = JOB_FORMAT
     format_version: int = JOB_VERSION

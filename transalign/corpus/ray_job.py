@@ -11,7 +11,10 @@ loading the model once -> write):
 
 The driver first streams the input once (``scan_shards``): it validates every row (errors name
 the file and line before any actor starts) and records where each shard starts, so read tasks
-seek straight to their shard. An actor that dies is restarted by Ray and its batch retried
+seek straight to their shard. With the rejects option, rejected rows travel through the pipeline
+in their place (a ``reject`` column, no alignment), actors add the rows they cannot align
+(unknown language, too long), and the driver writes each shard's rejects part with the shard
+(``job.ShardOutput``), exactly as in process. An actor that dies is restarted by Ray and its batch retried
 (Ray Data's defaults for actor pools); the output cannot hold a pair twice because the driver
 writes each shard once from the ordered stream. ``ray`` and ``pyarrow`` come with the ``ray``
 extra and are imported only here.
@@ -22,8 +25,9 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from transalign.corpus.formats import Pair, Record, ShardWriter, iter_pairs
-from transalign.corpus.job import CHUNK_PAIRS, AlignSettings, align_pairs, batched, record_shard, shard_name
+from transalign.corpus.formats import Pair, Record, Rejected, iter_pairs
+from transalign.corpus.job import CHUNK_PAIRS, AlignSettings, ShardOutput, align_pairs, batched, record_shard, \
+    shard_name
 
 __all__ = ["AlignBatch", "align_dataset", "run_on_ray"]
 
@@ -35,16 +39,21 @@ class AlignBatch:
     lists of words) and optionally ``src_lang``, ``tgt_lang`` (per-row codes overriding the
     defaults) and ``lineno`` (for messages); it comes back with a ``links`` column (list of
     [source word, target word]) and, with on_too_long="skip", a ``skipped`` column.
+
+    ``rejects=True``: a row that cannot be aligned (unknown language code; too long, unless
+    on_too_long="skip") comes back with no links and the reason in a ``reject`` column instead of
+    failing the dataset; rows whose ``reject`` column is already set are passed through unaligned.
     """
 
     def __init__(self, bundle: str, provider: str = "auto", precision: str = "fp32", threads: int | None = None,
                  src_lang: str | None = None, tgt_lang: str | None = None, threshold: float | None = None,
                  batch_tokens: int | None = None, on_too_long: str = "error", input_name: str = "dataset",
-                 output_columns: list[str] | None = None):
+                 output_columns: list[str] | None = None, rejects: bool = False):
         from transalign.engine.aligner import Aligner
 
         self.aligner = Aligner.load(bundle, provider=provider, precision=precision, threads=threads)
-        self.settings = AlignSettings(src_lang, tgt_lang, threshold, batch_tokens, on_too_long == "skip", input_name)
+        self.settings = AlignSettings(src_lang, tgt_lang, threshold, batch_tokens, on_too_long == "skip", input_name,
+                                      rejects)
         self.output_columns = output_columns
 
     def __call__(self, batch):
@@ -54,23 +63,33 @@ class AlignBatch:
 
         names = set(batch.column_names)
         column = {c: batch.column(c).to_pylist() if c in names else [None] * batch.num_rows
-                  for c in ("src", "tgt", "src_lang", "tgt_lang", "lineno")}
-        pairs = [Pair(_words(s, "src"), _words(t, "tgt"), None, sl, tl, 0, ln)
-                 for s, t, sl, tl, ln in zip(column["src"], column["tgt"], column["src_lang"], column["tgt_lang"],
-                                             column["lineno"])]
-        records = align_pairs(self.aligner, pairs, 0, self.settings)
-        links = pa.array([[list(link) for link in r.links] for r in records], pa.list_(pa.list_(pa.int32())))
-        batch = batch.append_column("links", links)
+                  for c in ("src", "tgt", "src_lang", "tgt_lang", "lineno", "reject")}
+        reject = column["reject"]
+        members = [k for k in range(batch.num_rows) if reject[k] is None]
+        pairs = [Pair(_words(column["src"][k], "src"), _words(column["tgt"][k], "tgt"), None, column["src_lang"][k],
+                      column["tgt_lang"][k], 0, column["lineno"][k]) for k in members]
+        links: list[list] = [[] for _ in range(batch.num_rows)]
+        skipped: list[str | None] = [None] * batch.num_rows
+        for k, result in zip(members, align_pairs(self.aligner, pairs, members, self.settings)):
+            if isinstance(result, Rejected):
+                reject[k] = result.reason
+            else:
+                links[k], skipped[k] = [list(link) for link in result.links], result.skipped
+        batch = batch.append_column("links", pa.array(links, pa.list_(pa.list_(pa.int32()))))
         if self.settings.skip_long:
-            batch = batch.append_column("skipped", pa.array([r.skipped for r in records], pa.string()))
+            batch = batch.append_column("skipped", pa.array(skipped, pa.string()))
+        if self.settings.rejects:
+            reasons = pa.array(reject, pa.string())
+            batch = (batch.set_column(batch.column_names.index("reject"), "reject", reasons) if "reject" in names
+                     else batch.append_column("reject", reasons))
         return batch.select(self.output_columns) if self.output_columns else batch
 
 
 def align_dataset(ds, bundle: str | Path, *, src_lang: str | None = None, tgt_lang: str | None = None,
                   precision: str = "fp32", provider: str = "auto", threshold: float | None = None,
                   batch_tokens: int | None = None, on_too_long: str = "error", workers: int = 1,
-                  gpus_per_worker: float = 0.0, threads: int | None = None, batch_size: int = 4096,
-                  output_columns: list[str] | None = None, input_name: str = "dataset"):
+                  gpus_per_worker: float = 0.0, threads: int | None = None, batch_size: int | None = 4096,
+                  output_columns: list[str] | None = None, input_name: str = "dataset", rejects: bool = False):
     """``ds`` (a ``ray.data.Dataset`` with src/tgt columns) -> the same rows with a ``links`` column.
 
     ``workers`` actors (``concurrency``), each with its own Aligner, ``threads`` CPUs (``num_cpus``
@@ -78,6 +97,7 @@ def align_dataset(ds, bundle: str | Path, *, src_lang: str | None = None, tgt_la
     follows Ray Data's rules (set ``DataContext.execution_options.preserve_order`` to keep it).
     ``output_columns``: keep only these (e.g. ["id", "links"]) instead of every input column;
     ``input_name`` is named in error messages (with the row's ``lineno`` column when present).
+    ``rejects``: rows that cannot be aligned get a ``reject`` reason instead of failing (AlignBatch).
     """
     remote_args = {"num_cpus": threads or 1}
     if gpus_per_worker:
@@ -87,14 +107,15 @@ def align_dataset(ds, bundle: str | Path, *, src_lang: str | None = None, tgt_la
         fn_constructor_kwargs={"bundle": str(bundle), "provider": provider, "precision": precision,
                                "threads": threads or 1, "src_lang": src_lang, "tgt_lang": tgt_lang,
                                "threshold": threshold, "batch_tokens": batch_tokens, "on_too_long": on_too_long,
-                               "output_columns": output_columns, "input_name": input_name},
+                               "output_columns": output_columns, "input_name": input_name, "rejects": rejects},
         **remote_args)
 
 
 def scan_shards(input_path: Path, fmt: str, shard_pairs: int, settings: AlignSettings, bundle: str):
-    """Stream the input once: [(start pos, start line, pairs)] per shard; checks every row and
-    every language code (with the bundle's tokenizer) so errors come before any actor starts."""
-    from transalign.formats.alignments import FormatError
+    """Stream the input once: [(start pos, start line, rows)] per shard; checks every row and
+    every language code (with the bundle's tokenizer) so errors come before any actor starts.
+    With the rejects option nothing is raised: the read tasks and actors reject those rows."""
+    from transalign.corpus.formats import RowError
     from transalign.engine.bundle import read_manifest
     from transalign.engine.tokenizers import load_tokenizer
 
@@ -102,40 +123,50 @@ def scan_shards(input_path: Path, fmt: str, shard_pairs: int, settings: AlignSet
     tokenizer = load_tokenizer(bundle, manifest.tokenizer)
     checked: set = set()
     starts = []
-    for shard in batched(iter_pairs(input_path, fmt), shard_pairs):
+    for shard in batched(iter_pairs(input_path, fmt, rejects=settings.rejects), shard_pairs):
         starts.append((shard[0].pos, shard[0].lineno, len(shard)))
+        if settings.rejects:
+            continue
         for pair in shard:
             for lang in (pair.src_lang or settings.src_lang, pair.tgt_lang or settings.tgt_lang):
                 if lang not in checked:
                     try:
                         tokenizer.check_lang(lang)
                     except ValueError as exc:
-                        raise FormatError(str(exc), input_path, pair.lineno) from None
+                        raise RowError(str(exc), input_path, pair.lineno) from None
                     checked.add(lang)
     return starts
 
 
-def read_shard_rows(batch, path: str, fmt: str, shard_pairs: int):
-    """Ray task (a generator): the rows of the shards described in ``batch``, CHUNK_PAIRS at a time."""
+def read_shard_rows(batch, path: str, fmt: str, shard_pairs: int, rejects: bool = False):
+    """Ray task (a generator): the rows of the shards described in ``batch``, CHUNK_PAIRS at a time.
+    ``index`` is the row's position in the input; a row rejected by the reader (rejects option)
+    keeps its place, with empty src/tgt and its reason in ``reject``."""
     import pyarrow as pa
 
     types = {"shard": pa.int64(), "index": pa.int64(), "id": pa.string(), "src": pa.list_(pa.string()),
-             "tgt": pa.list_(pa.string()), "src_lang": pa.string(), "tgt_lang": pa.string(), "lineno": pa.int64()}
+             "tgt": pa.list_(pa.string()), "src_lang": pa.string(), "tgt_lang": pa.string(), "lineno": pa.int64(),
+             "pos": pa.int64(), "reject": pa.string(), "raw": pa.string()}
     for shard, pos, lineno, count in zip(batch["shard"], batch["pos"], batch["lineno"], batch["count"]):
         shard = int(shard)
-        reader = enumerate(itertools.islice(iter_pairs(path, fmt, int(pos), int(lineno)), int(count)),
-                           start=shard * shard_pairs)
+        reader = enumerate(itertools.islice(iter_pairs(path, fmt, int(pos), int(lineno), rejects=rejects),
+                                            int(count)), start=shard * shard_pairs)
         while chunk := list(itertools.islice(reader, CHUNK_PAIRS)):
+            pairs = [(i, p if isinstance(p, Pair) else None, p) for i, p in chunk]
             rows = {"shard": [shard] * len(chunk), "index": [i for i, _ in chunk],
-                    "id": [p.id or str(i) for i, p in chunk], "src": [p.src for _, p in chunk],
-                    "tgt": [p.tgt for _, p in chunk], "src_lang": [p.src_lang for _, p in chunk],
-                    "tgt_lang": [p.tgt_lang for _, p in chunk], "lineno": [p.lineno for _, p in chunk]}
+                    "id": [(p and p.id) or str(i) for i, p, _ in pairs],
+                    "src": [p.src if p else [] for _, p, _ in pairs], "tgt": [p.tgt if p else [] for _, p, _ in pairs],
+                    "src_lang": [p and p.src_lang for _, p, _ in pairs],
+                    "tgt_lang": [p and p.tgt_lang for _, p, _ in pairs],
+                    "lineno": [row.lineno for _, _, row in pairs], "pos": [row.pos for _, _, row in pairs],
+                    "reject": [None if p else row.reason for _, p, row in pairs],
+                    "raw": [None if p else row.raw for _, p, row in pairs]}
             yield pa.table({name: pa.array(values, types[name]) for name, values in rows.items()})
 
 
 def run_on_ray(job, input_path: Path, fmt: str, outdir: Path, settings: AlignSettings, load: dict, *,
-               address, workers: int, gpus_per_worker: float, log) -> tuple[int, int]:
-    """Align the shards ``job`` lacks on Ray; returns (shards written, pairs skipped)."""
+               address, workers: int, gpus_per_worker: float, log) -> tuple[int, int, int]:
+    """Align the shards ``job`` lacks on Ray; returns (shards written, pairs skipped, input rows)."""
     try:
         import ray
         import ray.data
@@ -144,10 +175,10 @@ def run_on_ray(job, input_path: Path, fmt: str, outdir: Path, settings: AlignSet
 
     shard_pairs, output_format = job.options["shard_pairs"], job.options["output_format"]
     starts = scan_shards(input_path, fmt, shard_pairs, settings, load["bundle"])
-    job.shards, job.pairs = len(starts), sum(count for _, _, count in starts)
+    job.shards, rows = len(starts), sum(count for _, _, count in starts)
     pending = [k for k in range(len(starts)) if k not in set(job.completed)]
     if not pending:
-        return 0, 0
+        return 0, 0, rows
     started = False
     if not ray.is_initialized():
         ray.init(address=None if address is True else address, include_dashboard=False)
@@ -159,15 +190,23 @@ def run_on_ray(job, input_path: Path, fmt: str, outdir: Path, settings: AlignSet
         items = [{"shard": k, "pos": starts[k][0], "lineno": starts[k][1], "count": starts[k][2]} for k in pending]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = ds.map_batches(read_shard_rows, batch_size=1, batch_format="numpy",
-                            fn_kwargs={"path": str(input_path), "fmt": fmt, "shard_pairs": shard_pairs})
-        keep = ["shard", "index", "id", "links"] + (["skipped"] if settings.skip_long else [])
+                            fn_kwargs={"path": str(input_path), "fmt": fmt, "shard_pairs": shard_pairs,
+                                       "rejects": settings.rejects})
+        # batch_size=None: one shard per actor task. Ray Data fuses the read and align steps and
+        # bundles max(both batch sizes) *input* rows per task; each input row is a shard
+        # descriptor, so a batch size of N rows put N whole shards into one task -- with the
+        # defaults every shard of the job in one task, on one actor, returned only at its end.
+        keep = ["shard", "index", "id", "links"] + (["skipped"] if settings.skip_long else []) \
+            + (["lineno", "pos", "reject", "raw"] if settings.rejects else [])
         ds = align_dataset(ds, load["bundle"], src_lang=settings.src_lang, tgt_lang=settings.tgt_lang,
                            precision=load["precision"], provider=load["provider"], threshold=settings.threshold,
                            batch_tokens=settings.batch_tokens, on_too_long="skip" if settings.skip_long else "error",
                            workers=workers, gpus_per_worker=gpus_per_worker, threads=load["threads"],
-                           batch_size=min(shard_pairs, CHUNK_PAIRS), output_columns=keep,
-                           input_name=str(input_path))
-        return _write_in_order(ds, job, pending, starts, outdir, output_format, shard_pairs, log)
+                           batch_size=None, output_columns=keep,
+                           input_name=str(input_path), rejects=settings.rejects)
+        written, skipped = _write_in_order(ds, job, pending, starts, outdir, output_format, shard_pairs, log,
+                                           input_path, fmt, settings.rejects)
+        return written, skipped, rows
     except Exception as exc:
         error = _user_error(exc)
         if error is exc:
@@ -179,35 +218,45 @@ def run_on_ray(job, input_path: Path, fmt: str, outdir: Path, settings: AlignSet
             ray.shutdown()
 
 
-def _write_in_order(ds, job, pending, starts, outdir, output_format, shard_pairs, log) -> tuple[int, int]:
-    """Write the ordered stream of aligned rows into shards, one chunk at a time."""
+def _write_in_order(ds, job, pending, starts, outdir, output_format, shard_pairs, log, input_path, fmt,
+                    rejects) -> tuple[int, int]:
+    """Write the ordered stream of aligned rows into shards (and rejects parts), one chunk at a
+    time; every row of every pending shard must come back exactly once, in order."""
     expected = iter(pending)
     current, writer, buffer, count = None, None, [], 0
     written = skipped = 0
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             data = batch.to_pydict()
-            skips = data.get("skipped") or [None] * batch.num_rows
-            for shard, index, ident, links, skip in zip(data["shard"], data["index"], data["id"], data["links"],
-                                                        skips):
+            none = [None] * batch.num_rows
+            for shard, index, ident, links, skip, lineno, pos, reject, raw in zip(
+                    data["shard"], data["index"], data["id"], data["links"], data.get("skipped") or none,
+                    data.get("lineno") or none, data.get("pos") or none, data.get("reject") or none,
+                    data.get("raw") or none):
                 if current is None:
                     current, count = next(expected, None), 0
-                    writer = ShardWriter(outdir / shard_name(current, output_format), output_format)
+                    if current is None:
+                        raise RuntimeError(f"Ray returned more rows than the input holds (row {index} of shard "
+                                           f"{shard} after the last pending shard)")
+                    writer = ShardOutput(outdir, current, output_format, input_path, fmt)
                 if shard != current or index != current * shard_pairs + count:
-                    raise RuntimeError(f"Ray returned pair {index} of shard {shard} out of order "
-                                       f"(expected pair {current * shard_pairs + count} of shard {current})")
-                buffer.append(Record(ident, [tuple(link) for link in links], skip))
-                skipped += skip is not None
+                    raise RuntimeError(f"Ray returned row {index} of shard {shard} out of order "
+                                       f"(expected row {current * shard_pairs + count} of shard {current})")
+                buffer.append(Rejected(pos, lineno, reject, raw) if reject is not None
+                              else Record(ident, [tuple(link) for link in links], skip))
                 count += 1
                 if len(buffer) >= CHUNK_PAIRS or count == starts[current][2]:
                     writer.write(buffer)
                     buffer = []
                 if count == starts[current][2]:
                     writer.commit()
-                    writer = None
-                    record_shard(job, outdir, current, Pair([], [], None, None, None, *starts[current][:2]))
+                    skipped += writer.skipped
+                    record_shard(job, outdir, current, Pair([], [], None, None, None, *starts[current][:2]),
+                                 writer.rejected if rejects else None)
                     written += 1
-                    log(f"{shard_name(current, output_format)}: {count} pairs")
+                    log(f"{shard_name(current, output_format)}: {count - writer.rejected} pairs"
+                        + (f", {writer.rejected} rejected" if writer.rejected else ""))
+                    writer = None
                     current = None
     except BaseException:
         if writer is not None:
@@ -220,11 +269,12 @@ def _write_in_order(ds, job, pending, starts, outdir, output_format, shard_pairs
 
 def _user_error(exc: BaseException) -> BaseException:
     """The user-facing error inside a Ray error (a malformed row, a too-long pair...), if any."""
+    from transalign.corpus.formats import RowError
     from transalign.formats.alignments import FormatError
 
     seen = exc
     while seen is not None:
-        if isinstance(seen, FormatError):
-            return FormatError(seen.message, seen.path, seen.lineno)
+        if isinstance(seen, FormatError):  # rebuilt here: Ray wraps it with the remote traceback
+            return (RowError if isinstance(seen, RowError) else FormatError)(seen.message, seen.path, seen.lineno)
         seen = seen.__cause__ or seen.__context__
     return exc
