@@ -27,7 +27,7 @@ import numpy as np
 
 from transalign.engine.batching import plan_batches
 from transalign.engine.bundle import MODEL_FILES, PRECISIONS, Manifest, read_manifest
-from transalign.engine.defaults import DEFAULT_BATCH_TOKENS, MAX_BATCH_TOKENS
+from transalign.engine.defaults import DEFAULT_BATCH_OVERHEAD_TOKENS, DEFAULT_BATCH_TOKENS, MAX_BATCH_TOKENS
 from transalign.engine.session import open_session, resolve_provider
 
 Sentence = str | Sequence[str]
@@ -499,7 +499,7 @@ class Aligner:
         word_ids = np.concatenate([w[w >= 0] for w, k in zip(word_lists, keep) if k] or [np.empty(0, np.int32)])
         kept = np.flatnonzero(keep)
         seq_lengths = np.fromiter((len(encoded[i][0]) for i in kept), dtype=np.int64, count=len(kept))
-        plan = plan_batches(seq_lengths, batch_tokens)
+        plan = plan_batches(seq_lengths, batch_tokens, DEFAULT_BATCH_OVERHEAD_TOKENS[self.provider])
         stats.real_tokens += plan.real_tokens
         stats.padded_tokens += plan.padded_tokens
         for batch in plan.batches:
