@@ -345,7 +345,27 @@ class Record(NamedTuple):
     skipped: str | None = None
 
 
-class ShardWriter:
+class CommitOnSuccess:
+    """A `with` block commits what it wrote when it ends normally and aborts (removes the
+    temporary files) when it raises: nothing half-written is ever left in place."""
+
+    def commit(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+class ShardWriter(CommitOnSuccess):
     """Writes one shard in pieces to a temporary file beside ``path``; ``commit()`` renames it
     into place (atomic), ``abort()`` removes it. As a context manager: commit on success, abort on
     an exception. Memory holds one piece, not the shard."""
@@ -416,15 +436,6 @@ class ShardWriter:
                 self._parquet.close()
         with contextlib.suppress(OSError):
             os.unlink(self._tmp)
-
-    def __enter__(self) -> "ShardWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
 
 
 def write_shard(path: str | os.PathLike, fmt: str, records: Sequence[Record]) -> None:

@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from transalign.formats.alignments import FormatError, atomic_open
-from transalign.corpus.formats import EXTENSIONS, INPUT_FORMATS, OUTPUT_FORMATS, Pair, Record, Rejected, RowError, \
-    ShardWriter, detect_format, iter_pairs, raw_row, reject_line
+from transalign.corpus.formats import EXTENSIONS, INPUT_FORMATS, OUTPUT_FORMATS, CommitOnSuccess, Pair, Record, \
+    Rejected, RowError, ShardWriter, detect_format, iter_pairs, raw_row, reject_line
 from transalign.corpus.manifest import JobManifest, describe_job, prepare_outdir
 
 DEFAULT_SHARD_PAIRS = 100_000
@@ -239,7 +239,7 @@ def align_rows(aligner, rows: Sequence[Pair | Rejected], first_index: int,
     return out
 
 
-class ShardOutput:
+class ShardOutput(CommitOnSuccess):
     """Shard ``k``'s alignment file and, with the rejects option, its rejects part, committed
     together: the part first, then the shard, and the caller marks the shard complete in the
     manifest only after both are in place. A part that lacks raw text (rejected after reading:
@@ -287,15 +287,6 @@ class ShardOutput:
                 self._part.__exit__(RuntimeError, RuntimeError("aborted"), None)
             self._part = None
         self.writer.abort()
-
-    def __enter__(self) -> "ShardOutput":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
 
 
 def batched(pairs: Iterable[Pair], size: int) -> Iterator[list[Pair]]:
