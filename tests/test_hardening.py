@@ -117,15 +117,19 @@ def test_non_finite_hidden_states_are_an_error_naming_the_pair(tiny_bundle):
     aligner = Aligner.load(tiny_bundle, provider="cpu")
     real_run = aligner.session.run
 
+    src = ["a b", "a much longer source sentence here", "c"]
+    longest = max(len(ids) for ids, _ in aligner.tokenizer.encode_batch([s.split() for s in src], "eng_Latn"))
+
     class Poisoned:
+        """NaN in the row of the one sequence with ``longest`` tokens, whichever batch holds it."""
+
         def run(self, names, feed):
             out = real_run(names, feed)[0].copy()
-            long = feed["attention_mask"].sum(1).argmax()  # the longest sequence of the batch
-            out[long, 1, 0] = np.nan
+            for row in np.flatnonzero(feed["attention_mask"].sum(1) == longest):
+                out[row, 1, 0] = np.nan
             return [out]
 
     aligner.session = Poisoned()
-    src = ["a b", "a much longer source sentence here", "c"]
     with pytest.raises(NonFiniteError, match="pair 1: the encoder produced NaN or infinite values for the source"):
         aligner.align(src, ["x", "y", "z"], "eng_Latn", "ces_Latn")
 
