@@ -175,11 +175,8 @@ def test_pharaoh_shards_are_the_align_file(fast_align_job, aligner):
     assert manifest["complete"] and manifest["completed"] == list(range(25)) and manifest["pairs"] == 1000
 
 
-def test_sigkill_then_resume_gives_the_uninterrupted_result(fast_align_job, tiny_bundle, tmp_path):
-    outdir = tmp_path / "killed"
-    command = [sys.executable, "-m", "transalign", "align-corpus", str(tiny_bundle), str(fast_align_job["corpus"]),
-               "-o", str(outdir), "--src-lang", "eng_Latn", "--tgt-lang", "ces_Latn", "--shard-pairs", "40",
-               "--quiet"]
+def kill_at_a_random_shard(command: list[str], outdir: Path) -> None:
+    """Start the job, SIGKILL it once a random number (2-12) of its shards are on disk."""
     proc = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE)
     target = random.Random().randint(2, 12)  # a random point in the run
     deadline = time.monotonic() + 120
@@ -188,6 +185,14 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(fast_align_job, tiny
     assert proc.poll() is None, f"the job ended before it could be killed: {proc.stderr.read()!r}"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_result(fast_align_job, tiny_bundle, tmp_path):
+    outdir = tmp_path / "killed"
+    command = [sys.executable, "-m", "transalign", "align-corpus", str(tiny_bundle), str(fast_align_job["corpus"]),
+               "-o", str(outdir), "--src-lang", "eng_Latn", "--tgt-lang", "ces_Latn", "--shard-pairs", "40",
+               "--quiet"]
+    kill_at_a_random_shard(command, outdir)
     done = len(shard_files(outdir))
     assert 2 <= done < 25
     assert main(["align-corpus", str(tiny_bundle), str(fast_align_job["corpus"]), "-o", str(outdir), "--src-lang",
@@ -386,14 +391,7 @@ def test_rejects_after_sigkill_and_resume_equal_the_uninterrupted_run(rejects_jo
     args = ["align-corpus", str(tiny_bundle), str(rejects_job["corpus"]), "-o", str(outdir), "--src-lang",
             "eng_Latn", "--tgt-lang", "ces_Latn", "--output-format", "id", "--shard-pairs", "40", "--rejects",
             str(rejects), "--quiet"]
-    proc = subprocess.Popen([sys.executable, "-m", "transalign", *args], cwd=ROOT, stderr=subprocess.PIPE)
-    target = random.Random().randint(2, 12)
-    deadline = time.monotonic() + 120
-    while len(shard_files(outdir)) < target and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert proc.poll() is None, f"the job ended before it could be killed: {proc.stderr.read()!r}"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_at_a_random_shard([sys.executable, "-m", "transalign", *args], outdir)
     assert 2 <= len(shard_files(outdir)) < 25 and not rejects.exists()
     assert main(args + ["--resume"]) == 0
     assert job_files(outdir) == job_files(rejects_job["full"])

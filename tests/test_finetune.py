@@ -244,7 +244,7 @@ def test_dev_argmax_matches_the_naive_rule(n, m, ties):
     y = gen.integers(-1, 2, (m, 3)) if ties else gen.standard_normal((m, 5))
     x, y = x.astype(np.float32), y.astype(np.float32)
     src_words, tgt_words = np.sort(gen.integers(0, n, n)), np.sort(gen.integers(0, m, m))
-    got = argmax_links(torch.from_numpy(x), torch.from_numpy(y), src_words, tgt_words)
+    got = argmax_links(torch.from_numpy(x) @ torch.from_numpy(y).T, src_words, tgt_words)
     assert got == naive_argmax_links(x @ y.T, src_words.tolist(), tgt_words.tolist())
 
 

@@ -24,21 +24,19 @@ def hidden_pairs(module, examples, pad_id: int, device: str):
             for k, e in enumerate(examples)]
 
 
-def predicted_links(x, y, src_words: np.ndarray, tgt_words: np.ndarray, threshold: float) -> set:
-    """Reference rule: word pairs with a subword cell above ``threshold`` in both softmaxes."""
+def predicted_links(sim, src_words: np.ndarray, tgt_words: np.ndarray, threshold: float) -> set:
+    """Reference rule on S: word pairs with a subword cell above ``threshold`` in both softmaxes."""
     import torch
 
-    sim = x @ y.T
     keep = (torch.softmax(sim, dim=1) > threshold) & (torch.softmax(sim, dim=0) > threshold)
     return _word_links(keep, src_words, tgt_words)
 
 
-def argmax_links(x, y, src_words: np.ndarray, tgt_words: np.ndarray) -> set:
-    """Argmax rule: cell (i, j) is linked when j is the first maximum of row i of S and i the
+def argmax_links(sim, src_words: np.ndarray, tgt_words: np.ndarray) -> set:
+    """Argmax rule on S: cell (i, j) is linked when j is the first maximum of row i and i the
     first maximum of column j (torch.argmax returns the first maximum, as numpy's)."""
     import torch
 
-    sim = x @ y.T
     n, m = sim.shape
     keep = torch.zeros((n, m), dtype=torch.bool, device=sim.device)
     rows = torch.arange(n, device=sim.device)
@@ -69,10 +67,10 @@ def dev_scores(module, examples, pairs, threshold: float, pad_id: int, device: s
                 chunk = examples[start:start + batch_size]
                 for (x, y), e, p in zip(hidden_pairs(module, chunk, pad_id, device), chunk,
                                         pairs[start:start + batch_size]):
-                    everything = p.sure | p.possible
-                    for rule, links in (("reference", predicted_links(x, y, e.src.word_ids, e.tgt.word_ids,
+                    everything, sim = p.sure | p.possible, x @ y.T
+                    for rule, links in (("reference", predicted_links(sim, e.src.word_ids, e.tgt.word_ids,
                                                                       threshold)),
-                                        ("argmax", argmax_links(x, y, e.src.word_ids, e.tgt.word_ids))):
+                                        ("argmax", argmax_links(sim, e.src.word_ids, e.tgt.word_ids))):
                         totals[rule] += (len(links), len(p.sure), len(everything), len(links & p.sure),
                                          len(links & everything))
     finally:
