@@ -114,6 +114,10 @@ class Manifest:
     tools: dict[str, str]
     lora: dict[str, Any] | None = None
     family: str | None = None
+    # the bundle's recommended extraction (engine.options.resolve_extraction fills what a caller
+    # leaves out from these and default_threshold); bundles written before they existed: the paper's
+    default_method: str = "softmax"
+    default_word_level: str = "any"
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
 
@@ -176,6 +180,9 @@ def check_manifest_types(data: dict[str, Any], path: Path) -> None:
     for name, digest in data["files"].items():
         if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
             raise bad(f"files.{name}", "a sha256 hex digest", digest)
+    for name in ("default_method", "default_word_level"):
+        if name in data and not _is(data[name], _STR):
+            raise bad(name, _STR, data[name])
     for name in ("lora", "family"):
         if data.get(name) is not None and not _is(data[name], "an object" if name == "lora" else _STR):
             raise bad(name, "an object or null" if name == "lora" else "a string or null", data[name])
