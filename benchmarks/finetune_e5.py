@@ -1,6 +1,6 @@
 """Fine-tuning on real weights: multilingual-e5-small on the csen gold (issue 18).
 
-Trains a LoRA on the first ``--train-pairs`` pairs of ../shared/gold/csen (layer 6) with each
+Trains a LoRA on the first ``--train-pairs`` pairs of data/gold/csen (layer 6) with each
 objective and reports dev AER on the last 501 pairs (never trained on), against the same encoder
 without an adapter (the epoch-0 row of each run). Writes .cache/finetune/results-OBJECTIVE.json.
 
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GOLD = ROOT.parent / "shared" / "gold" / "csen"
+GOLD = ROOT / "data" / "gold" / "csen"
 WORK = ROOT / ".cache" / "finetune"
 DEV_PAIRS = 501
 

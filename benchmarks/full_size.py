@@ -41,8 +41,7 @@ NLLB_600M = dict(
     eos_token_id=2,
     decoder_start_token_id=2,
 )
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-BAM = SHARED / "reference" / "bam-sample"
+BAM = Path(__file__).resolve().parents[1] / "data" / "reference" / "bam-sample"
 
 
 def random_encoder(seed: int = 0, std: float = 0.02):

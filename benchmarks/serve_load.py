@@ -17,7 +17,7 @@ In one run, one after the other so that nothing competes with what is being time
 
 Every answer is checked against the offline links of its pairs (all precisions are batch-
 invariant, so they must be identical); the mean requests per batch come from the server's
-/metrics. The pairs are the bam sample's (``../shared/reference/bam-sample``) that fit the
+/metrics. The pairs are the bam sample's (``data/reference/bam-sample``) that fit the
 model's positions, the first ``--pairs``. The load generator shares the machine with the server
 (its CPU seconds are recorded). Writes benchmarks/results/<date>-serve.json (``--out``) with
 the machine's description and prints a markdown table with the ratios to the issue's targets:
@@ -46,7 +46,7 @@ from transalign.engine.bundle import PRECISIONS
 from transalign.engine.session import PROVIDER_CHOICES
 
 ROOT = Path(__file__).resolve().parents[1]
-BAM = ROOT.parent / "shared" / "reference" / "bam-sample"
+BAM = ROOT / "data" / "reference" / "bam-sample"
 RESULTS = ROOT / "benchmarks" / "results"
 LANGS = ("bam_Latn", "eng_Latn")
 TARGETS = {"offline_ratio_c32": 0.85, "batching_gain_c32": 3.0, "overhead_ms_c1": 2.0}

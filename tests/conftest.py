@@ -9,15 +9,16 @@ import pytest
 from fixture_models import build_tiny_lora, build_tiny_nllb, cache_key, cached_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+DATA = ROOT / "data"  # third-party data vendored with the repository (data/README.md)
 FIXTURE_CACHE = ROOT / ".cache" / "fixtures"
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.fail(f"{SHARED} is missing: the tests need ../shared beside the repository")
-    return SHARED
+def data_dir() -> Path:
+    """The repository's data/ (the authors' adapters and Bambara sample, the csen gold)."""
+    if not (DATA / "README.md").is_file():
+        pytest.fail(f"{DATA} is missing or incomplete: it is part of the repository (git checkout data/)")
+    return DATA
 
 
 @pytest.fixture(scope="session")

@@ -35,11 +35,11 @@ TRICKY = [
 
 
 @pytest.fixture(scope="session")
-def parity_corpus(shared_dir):
+def parity_corpus(data_dir):
     """A few hundred varied pairs: Czech-English gold, Bambara-English, and tricky input."""
-    cs = (shared_dir / "gold/csen/src.txt").read_text(encoding="utf-8").splitlines()[:150]
-    en = (shared_dir / "gold/csen/tgt.txt").read_text(encoding="utf-8").splitlines()[:150]
-    bam_dir = shared_dir / "reference/bam-sample"
+    cs = (data_dir / "gold/csen/src.txt").read_text(encoding="utf-8").splitlines()[:150]
+    en = (data_dir / "gold/csen/tgt.txt").read_text(encoding="utf-8").splitlines()[:150]
+    bam_dir = data_dir / "reference/bam-sample"
     bam = read_sentences(bam_dir / "test-bam.txt", "conll")[:150]
     bam_en = read_sentences(bam_dir / "test-translate-bam-en-preds.txt", "conll")[:150]
     pairs = [(s.split(), t.split(), "ces_Latn", "eng_Latn") for s, t in zip(cs, en)]

@@ -22,8 +22,8 @@ def aligner(tiny_bundle) -> Aligner:
 
 
 @pytest.fixture(scope="module")
-def bam_pairs(shared_dir, aligner):
-    sample = shared_dir / "reference/bam-sample"
+def bam_pairs(data_dir, aligner):
+    sample = data_dir / "reference/bam-sample"
     src = read_sentences(sample / "test-bam.txt", "conll")
     tgt = read_sentences(sample / "test-translate-bam-en-preds.txt", "conll")
     limit = aligner.manifest.max_positions

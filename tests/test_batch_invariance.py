@@ -20,8 +20,8 @@ LANGS = ("bam_Latn", "eng_Latn")
 
 
 @pytest.fixture(scope="module")
-def bam_pairs(shared_dir):
-    sample = shared_dir / "reference/bam-sample"
+def bam_pairs(data_dir):
+    sample = data_dir / "reference/bam-sample"
     src = read_sentences(sample / "test-bam.txt", "conll")[:120]
     tgt = read_sentences(sample / "test-translate-bam-en-preds.txt", "conll")[:120]
     return src, tgt

@@ -169,8 +169,8 @@ def python_tokenizer(tiny_bundle):
 
 
 @pytest.fixture(scope="module")
-def corpora(shared_dir) -> dict[str, tuple[str, list[list[str]]]]:
-    gold, bam = shared_dir / "gold" / "csen", shared_dir / "reference" / "bam-sample"
+def corpora(data_dir) -> dict[str, tuple[str, list[list[str]]]]:
+    gold, bam = data_dir / "gold" / "csen", data_dir / "reference" / "bam-sample"
     return {
         "csen-src": ("ces_Latn", [line.split() for line in (gold / "src.txt").read_text("utf-8").splitlines()]),
         "csen-tgt": ("eng_Latn", [line.split() for line in (gold / "tgt.txt").read_text("utf-8").splitlines()]),

@@ -34,9 +34,9 @@ def test_lines_to_pharaoh_matches_the_api(tmp_path, tiny_bundle):
     assert lines[2] == ""  # the empty source sentence
 
 
-def test_bam_sample_conll_to_id(tmp_path, tiny_bundle, shared_dir):
+def test_bam_sample_conll_to_id(tmp_path, tiny_bundle, data_dir):
     """The real bam sample end to end: 1274 lines in the reference's `ID<TAB>links` format."""
-    sample = shared_dir / "reference/bam-sample"
+    sample = data_dir / "reference/bam-sample"
     out = tmp_path / "bam-en.txt"
     code = main(["align", str(tiny_bundle), "--src", str(sample / "test-bam.txt"), "--tgt",
                  str(sample / "test-translate-bam-en-preds.txt"), "--src-lang", "bam_Latn", "--tgt-lang",

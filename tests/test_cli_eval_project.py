@@ -121,8 +121,8 @@ def test_project_help_states_link_direction(capsys):
     assert "I on the UNLABELED side" in text and "--reverse" in text and "atomically" in text
 
 
-def test_python_m_transalign_reproduces_reference(shared_dir, tmp_path):
-    sample = shared_dir / "reference" / "bam-sample"
+def test_python_m_transalign_reproduces_reference(data_dir, tmp_path):
+    sample = data_dir / "reference" / "bam-sample"
     out = tmp_path / "projected.txt"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(

@@ -1,5 +1,5 @@
 """Extraction methods through the Aligner and the CLI (align --method, scored formats, tune,
-eval-bio, project-with), on the tiny fixture bundle and the shared data."""
+eval-bio, project-with), on the tiny fixture bundle and the vendored data (data/)."""
 
 from __future__ import annotations
 
@@ -26,11 +26,11 @@ def aligner(tiny_bundle):
 
 
 @pytest.fixture(scope="module")
-def corpus(shared_dir):
+def corpus(data_dir):
     """80 varied pairs: Czech-English gold sentences and Bambara-English sample sentences."""
-    cs = (shared_dir / "gold/csen/src.txt").read_text(encoding="utf-8").splitlines()[:50]
-    en = (shared_dir / "gold/csen/tgt.txt").read_text(encoding="utf-8").splitlines()[:50]
-    bam = shared_dir / "reference/bam-sample"
+    cs = (data_dir / "gold/csen/src.txt").read_text(encoding="utf-8").splitlines()[:50]
+    en = (data_dir / "gold/csen/tgt.txt").read_text(encoding="utf-8").splitlines()[:50]
+    bam = data_dir / "reference/bam-sample"
     src = [s.split() for s in cs] + read_sentences(bam / "test-bam.txt", "conll")[:30]
     tgt = [t.split() for t in en] + read_sentences(bam / "test-translate-bam-en-preds.txt", "conll")[:30]
     return src, tgt
@@ -109,12 +109,12 @@ def test_align_refuses_a_threshold_for_argmax(tmp_path, tiny_bundle, capsys):
 
 
 @pytest.fixture
-def gold_dir(tmp_path, shared_dir):
+def gold_dir(tmp_path, data_dir):
     """The first 120 pairs of the csen gold."""
     root = tmp_path / "gold"
     root.mkdir()
     for name in ("src.txt", "tgt.txt", "gold.txt"):
-        lines = (shared_dir / "gold/csen" / name).read_text(encoding="utf-8").splitlines()[:120]
+        lines = (data_dir / "gold/csen" / name).read_text(encoding="utf-8").splitlines()[:120]
         write(root / name, "\n".join(lines) + "\n")
     return root
 
@@ -148,10 +148,10 @@ def test_tune_checks_the_gold_dir(tmp_path, tiny_bundle, capsys):
     assert "lacks src.txt, tgt.txt, gold.txt" in capsys.readouterr().err
 
 
-def test_eval_bio_on_the_authors_files_is_seqeval(shared_dir, capsys):
+def test_eval_bio_on_the_authors_files_is_seqeval(data_dir, capsys):
     """The authors' projected bam labels against the gold test-bam.txt: exactly seqeval's numbers."""
     seqeval = pytest.importorskip("seqeval.metrics", reason="needs the eval extra: pip install -e '.[eval]'")
-    sample = shared_dir / "reference/bam-sample"
+    sample = data_dir / "reference/bam-sample"
     pred, gold = sample / "test-translate-bam-projected.txt", sample / "test-bam.txt"
     assert main(["eval-bio", str(pred), str(gold), "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
@@ -171,7 +171,7 @@ def test_eval_bio_on_the_authors_files_is_seqeval(shared_dir, capsys):
                               "recall": seqeval.recall_score(y_true, y_pred),
                               "f1": seqeval.f1_score(y_true, y_pred),
                               "accuracy": seqeval.accuracy_score(y_true, y_pred)}
-    # as measured independently on these files (../shared/notes/platform-facts.md)
+    # as measured independently on these files (seqeval run by hand on a development machine)
     measured = (0.5033, 0.6063, 0.5500)  # 4 decimals there
     for key, value in zip(("precision", "recall", "f1"), measured):
         assert abs(got["overall"][key] - value) <= 0.5e-4 + 1e-12, key
@@ -196,9 +196,9 @@ def test_eval_bio_refuses_mismatched_files(tmp_path, capsys):
 
 @pytest.mark.parametrize("options", [[], ["--method", "itermax", "--word-level", "mean", "--complete-to"],
                                      ["--reverse", "--restrict-to"]])
-def test_project_with_is_align_then_project(tmp_path, tiny_bundle, shared_dir, options):
+def test_project_with_is_align_then_project(tmp_path, tiny_bundle, data_dir, options):
     """200 sentences of the bam sample: project-with gives byte for byte what align + project give."""
-    sample = shared_dir / "reference/bam-sample"
+    sample = data_dir / "reference/bam-sample"
 
     def head(name):
         text = (sample / name).read_text(encoding="utf-8")

@@ -210,8 +210,8 @@ def test_malformed_and_possible_links_in_pred(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def csen(shared_dir):
-    root = shared_dir / "gold" / "csen"
+def csen(data_dir):
+    root = data_dir / "gold" / "csen"
     meta = json.loads((root / "meta.json").read_text())
     return root / "gold.txt", read_alignments(root / "gold.txt", allow_possible=True), meta["counts"]
 

@@ -172,7 +172,7 @@ def test_refuses_layer_out_of_range(tmp_path, tiny_nllb, layer):
 
 def test_refuses_adapter_for_another_model(tmp_path, tiny_nllb):
     """The real NLLB-600M adapter (d=1024) on the tiny model (d=32): no partial merge."""
-    real = Path(__file__).resolve().parents[2] / "shared" / "reference" / "transalign-lora-nllb-600m"
+    real = Path(__file__).resolve().parents[1] / "data" / "reference" / "transalign-lora-nllb-600m"
     with pytest.raises(ExportError, match=r"does not fit this model.*nothing was merged"):
         export_bundle(str(tiny_nllb), tmp_path / "b", lora=real, layer=3)
     _nothing_written(tmp_path)

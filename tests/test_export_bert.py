@@ -356,7 +356,7 @@ def test_real_e5_small_export(tmp_path):
     read_manifest(tmp_path / "e5")  # hashes and format check out
     from transalign import Aligner
 
-    gold = ROOT.parent / "shared" / "gold" / "csen"
+    gold = ROOT / "data" / "gold" / "csen"
     src = (gold / "src.txt").read_text(encoding="utf-8").splitlines()[:12]
     tgt = (gold / "tgt.txt").read_text(encoding="utf-8").splitlines()[:12]
     aligner = Aligner.load(tmp_path / "e5", provider="cpu", precision="fp32")

@@ -28,7 +28,7 @@ from transalign.train.matrices import encode_words, gold_matrix  # noqa: E402
 from transalign.train.objective import pair_loss  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-CSEN = ROOT.parent / "shared" / "gold" / "csen"
+CSEN = ROOT / "data" / "gold" / "csen"
 NLLB_LANGS = {"src_lang": "ces_Latn", "tgt_lang": "eng_Latn"}
 NLLB_LAYER = 3  # the tiny M2M100's last layer (final layer_norm path)
 BERT_LAYER = 4

@@ -43,17 +43,17 @@ def check_merge(model, adapter_dir, root_name, expected_count):
 
 
 @pytest.mark.slow
-def test_real_nllb_adapter_on_full_size_encoder(shared_dir):
+def test_real_nllb_adapter_on_full_size_encoder(data_dir):
     from benchmarks.full_size import random_encoder
 
     encoder, _ = random_encoder(seed=3)
-    adapter = shared_dir / "reference" / "transalign-lora-nllb-600m"
+    adapter = data_dir / "reference" / "transalign-lora-nllb-600m"
     check_merge(encoder, adapter, "encoder", expected_count=48)
     del encoder
 
 
 @pytest.mark.parametrize("name", ["LaBSE", "bert-base-multilingual-cased"])
-def test_real_bert_adapters_on_bert_base_shape(shared_dir, name):
+def test_real_bert_adapters_on_bert_base_shape(data_dir, name):
     """target 'output.dense' also matches 'attention.output.dense': 3 modules x 12 layers x A/B."""
     from transformers import BertConfig, BertModel
 
@@ -61,7 +61,7 @@ def test_real_bert_adapters_on_bert_base_shape(shared_dir, name):
     config = BertConfig(vocab_size=1000, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                         intermediate_size=3072)
     model = BertModel(config, add_pooling_layer=False).eval()
-    adapter = shared_dir / "reference" / f"transalign-lora-{name}"
+    adapter = data_dir / "reference" / f"transalign-lora-{name}"
     check_merge(model, adapter, "model", expected_count=72)
     # Blocks at and above the alignment layer (LaBSE 6, mBERT 8) got no gradient in training:
     # their B stayed at its zero init, so the merge leaves them unchanged, as it should.
@@ -71,7 +71,7 @@ def test_real_bert_adapters_on_bert_base_shape(shared_dir, name):
                          for part in ("attention.output.dense", "intermediate.dense", "output.dense")}
 
 
-def test_bert_adapter_on_wrong_size_is_refused(shared_dir):
+def test_bert_adapter_on_wrong_size_is_refused(data_dir):
     from transformers import BertConfig, BertModel
 
     config = BertConfig(vocab_size=100, hidden_size=384, num_hidden_layers=12, num_attention_heads=12,
@@ -79,5 +79,5 @@ def test_bert_adapter_on_wrong_size_is_refused(shared_dir):
     model = BertModel(config, add_pooling_layer=False)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ExportError, match="does not fit this model"):
-        merge_adapter([("model", model)], load_adapter(shared_dir / "reference" / "transalign-lora-LaBSE"))
+        merge_adapter([("model", model)], load_adapter(data_dir / "reference" / "transalign-lora-LaBSE"))
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -154,8 +154,8 @@ def test_closed_stdout_ends_quietly(tmp_path, tiny_bundle):
     assert first and proc.returncode in (0, 141) and "Traceback" not in err and "Broken pipe" not in err
 
 
-def test_project_refuses_an_input_as_output(tmp_path, shared_dir, capsys):
-    sample = shared_dir / "reference/bam-sample"
+def test_project_refuses_an_input_as_output(tmp_path, data_dir, capsys):
+    sample = data_dir / "reference/bam-sample"
     labeled = tmp_path / "en.txt"
     labeled.write_bytes((sample / "test-translate-bam-en-preds.txt").read_bytes())
     before = labeled.read_bytes()

@@ -23,8 +23,8 @@ def conll(*sentences: list[tuple[str, str]]) -> str:
 
 
 @pytest.fixture(scope="module")
-def bam(shared_dir):
-    root = shared_dir / "reference" / "bam-sample"
+def bam(data_dir):
+    root = data_dir / "reference" / "bam-sample"
     return (root / "test-translate-bam-en-preds.txt", root / "test-bam.txt",
             root / "bam-en-alignments.txt", root / "test-translate-bam-projected.txt")
 

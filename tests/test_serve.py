@@ -109,9 +109,9 @@ def direct(tiny_bundle) -> Aligner:
 
 
 @pytest.fixture(scope="module")
-def bam_pairs(shared_dir, direct) -> list[tuple[list[str], list[str]]]:
+def bam_pairs(data_dir, direct) -> list[tuple[list[str], list[str]]]:
     """300 pairs of the authors' Bambara-English sample that fit the tiny model's positions."""
-    sample = shared_dir / "reference/bam-sample"
+    sample = data_dir / "reference/bam-sample"
     src = read_sentences(sample / "test-bam.txt", "conll")
     tgt = read_sentences(sample / "test-translate-bam-en-preds.txt", "conll")
     limit = direct.manifest.max_positions

@@ -150,12 +150,12 @@ def nllb_runtime(nllb_bundle, nllb_fast) -> NllbWordTokenizer:
 
 
 @pytest.fixture(scope="session")
-def real_sentences(shared_dir) -> dict[str, list[list[str]]]:
-    gold = shared_dir / "gold" / "csen"
+def real_sentences(data_dir) -> dict[str, list[list[str]]]:
+    gold = data_dir / "gold" / "csen"
     return {
         "ces_Latn": [line.split() for line in (gold / "src.txt").read_text(encoding="utf-8").splitlines()],
         "eng_Latn": [line.split() for line in (gold / "tgt.txt").read_text(encoding="utf-8").splitlines()],
-        "bam_Latn": read_sentences(shared_dir / "reference" / "bam-sample" / "test-bam.txt", "conll"),
+        "bam_Latn": read_sentences(data_dir / "reference" / "bam-sample" / "test-bam.txt", "conll"),
     }
 
 

@@ -12,7 +12,7 @@
            (links marked: sure ✓, possible ~, not in the gold ✗), printed word by word;
 4. score   precision / recall / F1 / AER over the whole Czech-English gold (2501 pairs).
 
-The sample and the gold are read from ../shared beside the repository and skipped when absent.
+The sample and the gold are read from the repository's data/ (provenance: data/README.md).
 e5-small is not the paper's encoder (NLLB-600M + LoRA cannot be downloaded here) and has no
 alignment adapter, so its scores show the machinery working on a real model, not the paper's
 numbers.
@@ -28,12 +28,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+DATA = ROOT / "data"
 MODELS = ROOT / ".cache" / "models"
 DEFAULT_BUNDLE = ROOT / ".cache" / "bundles" / "e5-small-l6"
 PAIRS_FILE = Path(__file__).with_name("demo_pairs.tsv")
-GOLD = SHARED / "gold" / "csen"
-BAM_SAMPLE = SHARED / "reference" / "bam-sample"
+GOLD = DATA / "gold" / "csen"
+BAM_SAMPLE = DATA / "reference" / "bam-sample"
 BAM_SAMPLE_IDS = (17, 83, 151)  # short sentences of the sample (ids = 0-based sentence numbers)
 LAYER = 6
 PRECISIONS = ("fp32", "int8")

@@ -1,7 +1,7 @@
 """Choose an extraction setting on gold alignments: every method and threshold from one pass.
 
 `tune` runs the encoder once over a gold set (``src.txt``, ``tgt.txt``, ``gold.txt`` as in
-``../shared/gold``), extracts links by every requested setting (transalign.kernels.methods)
+``data/gold/csen``), extracts links by every requested setting (transalign.kernels.methods)
 from the same hidden states, scores each with `transalign.evaluation` and picks the lowest AER.
 Ties go to the earlier setting in the evaluated order, which starts with the bundle's own
 (reference) setting, so the reference is kept unless another setting is strictly better.

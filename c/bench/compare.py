@@ -2,7 +2,7 @@
 
     python c/bench/compare.py BUNDLE [--precision fp32] [--pairs N]      (after `make c`)
 
-Pairs: the authors' Bambara-English sample (../shared/reference/bam-sample). Each engine runs in
+Pairs: the authors' Bambara-English sample (data/reference/bam-sample). Each engine runs in
 its own fresh process (so peak RSS is that engine's alone), C first then Python, alternating for
 --rounds rounds; the table gives the median of the rounds. Links are checked equal before timing.
 """
@@ -54,7 +54,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from transalign.formats.text import read_sentences
 
-    sample = ROOT.parent / "shared" / "reference" / "bam-sample"
+    sample = ROOT / "data" / "reference" / "bam-sample"
     src = read_sentences(sample / "test-bam.txt", "conll")[:args.pairs]
     tgt = read_sentences(sample / "test-translate-bam-en-preds.txt", "conll")[:args.pairs]
     with tempfile.TemporaryDirectory() as tmp:

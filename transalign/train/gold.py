@@ -1,4 +1,4 @@
-"""Gold alignment sets in the layout of ../shared/gold: a directory per language pair.
+"""Gold alignment sets in the layout of data/gold/csen: a directory per language pair.
 
     DIR/src.txt    one source sentence per line, words separated by whitespace
     DIR/tgt.txt    its translation, line for line
