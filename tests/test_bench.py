@@ -115,6 +115,39 @@ def test_tokens_and_links_match_an_in_process_alignment_of_the_same_pairs(bench_
     assert agreement["identical_pairs"] == pytest.approx(np.mean([a == b for a, b in zip(int8, fp32)]))
 
 
+def test_rows_name_the_provider_precision_and_threads_that_ran(bench_run):
+    results, stdout = bench_run
+    for v in results["variants"]:
+        raw = v["raw"]
+        assert raw["provider_ran"] == "cpu" and raw["session_providers"][0] == "CPUExecutionProvider"
+        assert raw["precision_ran"] == v["precision"] and raw["threads_used"] == 1 == v["threads_effective"]
+        assert f"cpu {v['precision']}, 1 threads, {BATCH_TOKENS} tokens/batch" in stdout
+
+
+def test_more_threads_than_cores_warns_and_the_row_says_what_ran(tiny_bundle, tmp_path, capsys):
+    """Issue 26.5: `bench --threads 4` on 2 cores labelled its row "4 threads" and said nothing."""
+    cores = len(os.sched_getaffinity(0))
+    asked = cores + 2
+    out = tmp_path / "bench.json"
+    assert main(["bench", str(tiny_bundle), "--synthetic", "6", "--precision", "fp32", "--provider", "cpu",
+                 "--threads", f"{asked},{asked + 1}", "--repeat", "1", "--latency-pairs", "0",
+                 "--json", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert f"--threads {asked} is more than the {cores} cores" in captured.err
+    assert f"run as {cores},{cores} threads on {cores} cores" in captured.err  # the two variants are the same
+    results = json.loads(out.read_text())
+    assert [v["raw"]["threads_used"] for v in results["variants"]] == [cores, cores]
+    assert f"cpu fp32, {cores} ({asked} asked) threads" in captured.out
+    assert f"{asked} threads" not in captured.out.replace(f"({asked} asked) threads", "")
+
+
+def test_thread_warnings_are_silent_within_the_cores():
+    from transalign.bench.runner import thread_warnings
+
+    assert thread_warnings((None,), 2) == [] and thread_warnings((1, 2), 2) == []
+    assert len(thread_warnings((None, 2), 2)) == 1  # "all" and 2 are the same on 2 cores
+
+
 def test_each_variant_ran_in_its_own_process(bench_run):
     results, _ = bench_run
     pids = [v["raw"]["pid"] for v in results["variants"]]

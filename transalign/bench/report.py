@@ -52,8 +52,21 @@ def rederive(results: dict) -> dict:
 
 
 def label(variant: dict) -> str:
-    threads = variant["threads"] if variant["threads"] is not None else f"all ({variant['threads_effective']})"
-    return f"{variant['provider']} {variant['precision']}, {threads} threads, {variant['batch_tokens']} tokens/batch"
+    """The row's name from what ran (the worker reads provider, precision and threads back from
+    its session); where that differs from what was asked, both are shown."""
+    raw = variant.get("raw") or {}
+    used = raw.get("threads_used", variant.get("threads_effective"))
+    asked = variant["threads"]
+    if asked is None:
+        threads = f"all ({used})"
+    elif used is not None and used != asked:
+        threads = f"{used} ({asked} asked)"
+    else:
+        threads = str(asked)
+    provider, precision = raw.get("provider_ran", variant["provider"]), raw.get("precision_ran", variant["precision"])
+    if provider != variant["provider"]:
+        provider = f"{provider} ({variant['provider']} asked)"
+    return f"{provider} {precision}, {threads} threads, {variant['batch_tokens']} tokens/batch"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

@@ -172,6 +172,20 @@ def _run_worker(spec: dict, tmp: Path, index: int) -> tuple[dict, str]:
     return raw, (tmp / f"raw-{index}.json.links").read_text(encoding="utf-8")
 
 
+def thread_warnings(threads: tuple[int | None, ...], cores: int) -> list[str]:
+    """What to tell the user before measuring thread counts this process cannot use: the engine
+    runs ``min(threads, cores)`` (engine.aligner.usable_threads), so two values above the core
+    count measure the same thing twice."""
+    lines = [f"warning: --threads {t} is more than the {cores} cores this process may use; the engine runs "
+             f"{cores} threads and the row reads '{cores} ({t} asked) threads'" for t in threads
+             if t is not None and t > cores]
+    used = [min(t, cores) if t is not None else cores for t in threads]
+    if len(set(used)) < len(used):
+        lines.append(f"warning: --threads {','.join('all' if t is None else str(t) for t in threads)} run as "
+                     f"{','.join(map(str, used))} threads on {cores} cores: some variants repeat the same measurement")
+    return lines
+
+
 def _load_average() -> list[float] | None:
     """1, 5 and 15 minute load averages (other work on the machine slows every variant down)."""
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -196,6 +210,8 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] = lambda line: N
         extra = {**variants[0], "precision": "fp32", "name": variants[0]["name"].replace(
             f"-{variants[0]['precision']}-", "-fp32-") + "-baseline"}
     effective_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    for line in thread_warnings(options.threads, effective_threads):
+        log(line)
     links = {}
     with tempfile.TemporaryDirectory(prefix="transalign-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -209,7 +225,7 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] = lambda line: N
             clock = time.perf_counter()
             raw, links[v["name"]] = _run_worker({**common, **v, "repeat": options.repeat,
                                                  "latency_pairs": options.latency_pairs}, tmp, k)
-            v.update(derive(raw), raw=raw, threads_effective=v["threads"] or effective_threads)
+            v.update(derive(raw), raw=raw, threads_effective=raw["threads_used"])
             log(f"    {v['pairs_per_s']['median']:.2f} pairs/s, peak RSS {v['peak_rss_mb']:.0f} MB "
                 f"({time.perf_counter() - clock:.1f} s)")
         if extra is not None:

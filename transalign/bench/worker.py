@@ -53,9 +53,24 @@ def _run_spec(spec: dict) -> tuple[dict, str]:
     raw = {"pid": os.getpid(), "load_s": load_s, "warmup_s": warmup_s, "warmup_pairs": k,
            "rss_after_load_mb": rss_after_load, "runs": runs, "identical_across_runs": identical,
            "links_sha256": hashlib.sha256(first_text.encode()).hexdigest(), "latency": latency,
-           "provider_resolved": aligner.provider, "numba_threads": numba.get_num_threads(),
+           "provider_resolved": aligner.provider, "numba_threads": numba.get_num_threads(), **ran_with(aligner),
            "torch_imported": "torch" in sys.modules, "peak_rss_mb": peak_rss_mb()}
     return raw, first_text
+
+
+def ran_with(aligner) -> dict:
+    """What really ran, read back from the session rather than the request: the provider ONNX
+    Runtime kept (a CUDA that could not start would show as cpu), the precision of the graph,
+    and the intra-op threads (asking for more than the cores gives the cores, with a warning)."""
+    from transalign.engine.session import session_provider
+
+    session = getattr(aligner, "session", None)
+    if session is None:  # the session may live on an encoder object
+        session = aligner.encoder.session
+    threads = session.get_session_options().intra_op_num_threads  # 0: ONNX Runtime's default
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"provider_ran": session_provider(session), "session_providers": list(session.get_providers()),
+            "precision_ran": aligner.precision, "threads_used": threads or cores}
 
 
 def _latency(aligner, src, tgt, langs, options, n_pairs: int, rounds: int) -> dict:
