@@ -140,6 +140,7 @@ def _build(options: ExportOptions, settled: _Settled, loaded, staging: Path) -> 
     problems = [p for name in ("int8", "fp16") if name in report for p in validation.derived_problems(report[name])]
     if problems:
         raise ValidationError(problems)
+    vocab_size = _vocab_size(fp32_path)
     if "fp32" not in options.precisions:
         fp32_path.unlink()
     spec = spec_from_hf_tokenizer(loaded.tokenizer, staging, loaded.arch.tokenizer_kind)
@@ -154,7 +155,19 @@ def _build(options: ExportOptions, settled: _Settled, loaded, staging: Path) -> 
         max_positions=max_tokens(loaded.config), tokenizer=spec, precisions=precisions, files=files,
         opset=options.opset, tools=_tool_versions(),
         lora=adapter.describe(options.lora_extra_scale) if adapter else None, family=defaults.family,
+        vocab_size=vocab_size,
     )
+
+
+def _vocab_size(graph_path: Path) -> int:
+    """Rows of the exported graph's token table, as the runtime's manifest check reads them."""
+    from transalign.engine.graph_facts import graph_facts
+
+    vocab = graph_facts(graph_path).vocab_size
+    if vocab is None:
+        raise ExportError(f"{graph_path.name}: no token-embedding table gathered with input_ids was found in the "
+                          "exported graph; the runtime could not check token ids against it")
+    return vocab
 
 
 def _int8(options, loaded, fp32_path: Path, staging: Path, keep: list[str], check) -> tuple[dict, object]:
@@ -200,13 +213,8 @@ def _int8(options, loaded, fp32_path: Path, staging: Path, keep: list[str], chec
 
 
 def _validate_fp16(path, reference, ids, mask):
-    import onnxruntime as ort
-
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return validation.not_validated("fp16", "not validated: no CUDA execution provider on the exporting "
-                                                "machine (fp16 is meant for CUDA)")
-    hidden = validation.run_onnx(path, ids, mask, provider="cuda")
-    return validation.compare("fp16", reference, hidden, mask)
+    """On CUDA where available, else on CPU and in true float16 (validation.validate_fp16)."""
+    return validation.validate_fp16(path, reference, ids, mask)
 
 
 def _tool_versions() -> dict[str, str]:

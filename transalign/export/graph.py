@@ -150,10 +150,39 @@ def ffn_out_nodes(fp32_path: Path, arch: Architecture, layer: int, blocks: int) 
 
 
 def convert_fp16(fp32_path: Path, out_path: Path) -> None:
-    """fp16 weights and activations for the CUDA provider; norms/softmax stay fp32, I/O stays fp32."""
+    """fp16 weights and activations for the CUDA provider; norms/softmax stay fp32, I/O stays fp32.
+
+    The converter appends the casts it inserts at the end of the node list; ONNX requires a
+    topological order (ONNX Runtime sorts for itself, `onnx.reference` and the checker do not),
+    so the graph is sorted before it is written.
+    """
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = onnx.load(str(fp32_path))
     half = convert_float_to_float16(model, keep_io_types=True, op_block_list=FP16_KEEP_FP32_OPS)
-    save_with_external_data(half, out_path)
+    save_with_external_data(topologically_sorted(half), out_path)
+
+
+def topologically_sorted(model):
+    """``model`` with its nodes in an order where each node follows the producers of its inputs
+    (stable: nodes already in order keep their relative order). A cycle or an input nothing
+    produces is an `ExportError`."""
+    graph = model.graph
+    known = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        waiting = []
+        for node in pending:
+            if all(name in known for name in node.input):
+                ordered.append(node)
+                known.update(node.output)
+            else:
+                waiting.append(node)
+        if len(waiting) == len(pending):
+            missing = sorted({name for node in waiting for name in node.input if name not in known})
+            raise ExportError(f"graph cannot be ordered: {len(waiting)} nodes wait for {missing[:5]}")
+        pending = waiting
+    del graph.node[:]
+    graph.node.extend(ordered)
+    return model

@@ -46,6 +46,11 @@ class Deviation:
     tokens: int
     validated: bool = True
     note: str = ""
+    # how the graph was run: "cpu-onnxruntime" (ONNX Runtime's CPU provider), "cuda" (its CUDA
+    # provider) or "onnx-reference-fp16" (onnx.reference: every fp16 op computed and rounded in
+    # float16, as CUDA does); ``also``: the other checks that ran, each a Deviation's JSON
+    check: str = "cpu-onnxruntime"
+    also: tuple = ()
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -150,14 +155,70 @@ def run_onnx(path: Path, ids: np.ndarray, mask: np.ndarray, provider: str = "cpu
     return session.run(None, {"input_ids": ids, "attention_mask": mask})[0].astype(np.float32)
 
 
-def compare(precision: str, reference: np.ndarray, candidate: np.ndarray, mask: np.ndarray) -> Deviation:
+def compare(precision: str, reference: np.ndarray, candidate: np.ndarray, mask: np.ndarray,
+            check: str = "cpu-onnxruntime") -> Deviation:
     real = mask.astype(bool)
     ref, got = reference[real].astype(np.float64), candidate[real].astype(np.float64)
     diff = np.abs(ref - got)
     scale = max(float(np.abs(ref).max()), 1e-12)
     cos = (ref * got).sum(1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1), 1e-30)
     return Deviation(precision, float(diff.max()), float(diff.max() / scale), float(cos.min()), float(cos.mean()),
-                     int(real.sum()))
+                     int(real.sum()), check=check)
+
+
+# fp16 checks. ONNX Runtime's CPU provider has few fp16 kernels: it inserts casts and computes
+# most ops in float32, which hides overflow (an intermediate above 65504 becomes inf in fp16,
+# not on the CPU). onnx.reference evaluates every op in the graph's own types (numpy float16),
+# so it sees what CUDA would; it is slow (numpy, no BLAS for float16), so it runs when the graph's
+# matrix weights are at most this many values (tiny models, e5-small's 21M; NLLB-600M's 150M not).
+REFERENCE_FP16_MAX_WEIGHTS = 40_000_000
+FP16_CHECKS = ("cuda", "onnx-reference-fp16", "cpu-onnxruntime")
+
+
+def run_reference(path: Path, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The graph's hidden states computed by `onnx.reference` (every op in its own dtype)."""
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    evaluator = ReferenceEvaluator(onnx.load(str(path)))
+    return np.asarray(evaluator.run(None, {"input_ids": ids, "attention_mask": mask})[0], np.float32)
+
+
+def matmul_weight_count(path: Path) -> int:
+    """Values in the 2-D initializers MatMul nodes read (the work a reference run must do)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    sizes = {init.name: int(np.prod(init.dims)) for init in graph.initializer if len(init.dims) == 2}
+    read = {node.input[1] for node in graph.node if node.op_type == "MatMul" and len(node.input) > 1}
+    return sum(sizes[name] for name in read if name in sizes)
+
+
+def validate_fp16(path: Path, reference: np.ndarray, ids: np.ndarray, mask: np.ndarray,
+                  cuda: bool | None = None) -> Deviation:
+    """Check the fp16 graph against PyTorch's fp32 hidden states the strictest way this machine
+    allows, recording which (`Deviation.check`, the others in ``also``).
+
+    With CUDA: on the CUDA provider, where the graph is meant to run. Without: on ONNX Runtime's
+    CPU provider, and also with `onnx.reference` in true float16 when the graph is small enough
+    (REFERENCE_FP16_MAX_WEIGHTS); the reference run is then the recorded check, being the one
+    that computes like CUDA. ``cuda``: None = whether this onnxruntime lists the CUDA provider.
+    """
+    from transalign.engine.session import available_providers
+
+    if cuda is None:
+        cuda = "CUDAExecutionProvider" in available_providers()
+    if cuda:
+        return compare("fp16", reference, run_onnx(path, ids, mask, provider="cuda"), mask, check="cuda")
+    cpu = compare("fp16", reference, run_onnx(path, ids, mask), mask, check="cpu-onnxruntime")
+    weights = matmul_weight_count(path)
+    if weights > REFERENCE_FP16_MAX_WEIGHTS:
+        note = (f"CPU only: onnx.reference in float16 skipped ({weights:,} matrix weights > "
+                f"{REFERENCE_FP16_MAX_WEIGHTS:,}); ONNX Runtime's CPU provider computes many fp16 ops in "
+                "float32, so overflow would not show here: check on CUDA (benchmarks/device_check.py)")
+        return Deviation(**{**cpu.to_json(), "note": note})
+    exact = compare("fp16", reference, run_reference(path, ids, mask), mask, check="onnx-reference-fp16")
+    return Deviation(**{**exact.to_json(), "also": (cpu.to_json(),)})
 
 
 def fp32_problems(dev: Deviation) -> list[str]:
@@ -175,8 +236,10 @@ def derived_problems(dev: Deviation) -> list[str]:
     if not dev.validated:
         return []
     problems = []
-    if not dev.mean_cosine >= DERIVED_MIN_MEAN_COSINE:
-        problems.append(f"{dev.precision} mean token cosine {dev.mean_cosine:.4f} < {DERIVED_MIN_MEAN_COSINE}")
+    for check in (dev.to_json(), *dev.also):
+        if not check["mean_cosine"] >= DERIVED_MIN_MEAN_COSINE:  # NaN (an overflow) fails too
+            problems.append(f"{dev.precision} mean token cosine {check['mean_cosine']:.4f} < {DERIVED_MIN_MEAN_COSINE} "
+                            f"({check['check']})")
     return problems
 
 
