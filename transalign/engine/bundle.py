@@ -118,6 +118,9 @@ class Manifest:
     # leaves out from these and default_threshold); bundles written before they existed: the paper's
     default_method: str = "softmax"
     default_word_level: str = "any"
+    # rows of the graph's token-embedding table (ids must be below it); absent in bundles written
+    # before it was recorded, whose graph is read instead (engine.graph_facts)
+    vocab_size: int | None = None
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
 
@@ -183,6 +186,8 @@ def check_manifest_types(data: dict[str, Any], path: Path) -> None:
     for name in ("default_method", "default_word_level"):
         if name in data and not _is(data[name], _STR):
             raise bad(name, _STR, data[name])
+    if data.get("vocab_size") is not None and not _is(data["vocab_size"], _INT):
+        raise bad("vocab_size", "an integer or null", data["vocab_size"])
     for name in ("lora", "family"):
         if data.get(name) is not None and not _is(data[name], "an object" if name == "lora" else _STR):
             raise bad(name, "an object or null" if name == "lora" else "a string or null", data[name])
@@ -197,8 +202,10 @@ def files_of_precision(name: str, precision: str) -> bool:
 def read_manifest(bundle: str | Path, verify_hashes: bool = True, precision: str | None = None) -> Manifest:
     """Read and check a bundle's manifest; refuse anything we cannot run correctly.
 
-    Checks: the directory and manifest exist, the format name and version are ours, every
-    listed file exists and (unless ``verify_hashes`` is False) matches its sha256. With
+    Checks: the directory and manifest exist (a manifest symlink may not leave the bundle), the
+    format name and version are ours, every field has its type and its range against the graph
+    (`check_manifest_ranges`), every listed file exists and (unless ``verify_hashes`` is False)
+    matches its sha256. With
     ``precision`` only that precision's model files (and the shared ones) are hashed: a runtime
     loading int8 should not spend seconds reading the fp32 weights.
     """
@@ -206,7 +213,7 @@ def read_manifest(bundle: str | Path, verify_hashes: bool = True, precision: str
     if not root.is_dir():
         raise BundleError(f"bundle {root} does not exist or is not a directory; "
                           "create one with `transalign export MODEL -o BUNDLE`")
-    path = root / MANIFEST_NAME
+    path = bundle_file(root, MANIFEST_NAME, "manifest")
     if not path.is_file():
         raise BundleError(f"{path} is missing: {root} is not a transalign bundle "
                           "(or its export was interrupted); export it again")
@@ -227,6 +234,7 @@ def read_manifest(bundle: str | Path, verify_hashes: bool = True, precision: str
     except (TypeError, KeyError) as exc:
         raise BundleError(f"{path}: manifest fields are incomplete or unknown ({exc}); export it again") from exc
     _check_files(root, manifest, verify_hashes, precision)
+    check_manifest_ranges(root, manifest, precision)
     return manifest
 
 
@@ -283,3 +291,99 @@ def _check_files(root: Path, manifest: Manifest, verify_hashes: bool, precision:
             if actual != expected:
                 raise BundleError(f"bundle file {file} fails its sha256 check (manifest {expected[:12]}..., "
                                   f"file {actual[:12]}...): it was modified or damaged; export the bundle again")
+
+
+def check_manifest_ranges(root: Path, manifest: Manifest, precision: str | None = None) -> None:
+    """Raise BundleError naming the first field whose value the model cannot take.
+
+    Types are checked before (`check_manifest_types`); here each value's range, against the graph
+    of every precision a runtime would open (its token table, position table and output width,
+    read from the graph file by `engine.graph_facts`) and, for NLLB tokenizers, the
+    sentencepiece model's size. Without these checks ONNX Runtime wraps a negative id silently
+    and fails deep inside a Gather on a too-large one.
+    """
+    from transalign.engine.graph_facts import GraphFormatError, graph_facts
+    from transalign.kernels.names import METHODS, WORD_LEVELS
+
+    path = root / MANIFEST_NAME
+
+    def bad(name: str, value: Any, reason: str) -> BundleError:
+        return BundleError(f"{path}: field {name!r} is {json.dumps(value)[:60]}: {reason}; the manifest is damaged "
+                           "or was edited, export the bundle again")
+
+    m, tok = manifest, manifest.tokenizer
+    if not 0.0 <= m.default_threshold < 1.0:
+        raise bad("default_threshold", m.default_threshold, "it must be in [0, 1)")
+    for name, value, allowed in (("default_method", m.default_method, METHODS),
+                                 ("default_word_level", m.default_word_level, WORD_LEVELS)):
+        if value not in allowed:
+            raise bad(name, value, f"it must be one of {', '.join(allowed)}")
+    if m.num_layers < 1:
+        raise bad("num_layers", m.num_layers, "it must be at least 1")
+    if not 0 <= m.layer <= m.num_layers:
+        raise bad("layer", m.layer, f"it must be in 0..num_layers ({m.num_layers})")
+    for name, value in (("hidden_size", m.hidden_size), ("max_positions", m.max_positions),
+                        ("vocab_size", m.vocab_size)):
+        if value is not None and value < 1:
+            raise bad(name, value, "it must be a positive integer")
+    specials = len(tok.prefix_ids) + len(tok.suffix_ids) + (2 if tok.kind == "sentencepiece-nllb" else 0)
+    if m.max_positions <= specials:
+        raise bad("max_positions", m.max_positions, f"a sequence needs room for {specials} special tokens and a word")
+    vocab = None
+    for name in required_files(manifest, precision)[1:]:
+        try:
+            facts = graph_facts(root / name)
+        except (GraphFormatError, OSError) as exc:
+            raise BundleError(f"bundle file {root / name} is not a readable ONNX graph ({exc}); "
+                              "export the bundle again") from exc
+        vocab = _check_against_graph(manifest, facts, name, bad)
+    if tok.piece_offset < 0:
+        raise bad("tokenizer.piece_offset", tok.piece_offset, "it must be >= 0")
+    if tok.kind == "sentencepiece-nllb" and vocab is not None:
+        _check_pieces(root, manifest, vocab, bad)
+
+
+def _check_pieces(root: Path, manifest: Manifest, vocab: int, bad) -> None:
+    """The largest id the NLLB tokenizer can produce (last piece + piece_offset) is below ``vocab``."""
+    from transalign.engine.graph_facts import GraphFormatError, sentencepiece_piece_count
+
+    tok = manifest.tokenizer
+    file = bundle_file(root, tok.file, "tokenizer file")
+    try:
+        pieces = sentencepiece_piece_count(file)
+    except (GraphFormatError, OSError) as exc:
+        raise BundleError(f"tokenizer file {file} is not a readable sentencepiece model ({exc}); "
+                          "export the bundle again") from exc
+    if pieces - 1 + tok.piece_offset >= vocab:
+        raise bad("tokenizer.piece_offset", tok.piece_offset,
+                  f"{tok.file} has {pieces} pieces, so ids would reach {pieces - 1 + tok.piece_offset}, "
+                  f"beyond the graph's vocabulary of {vocab}")
+
+
+def _check_against_graph(manifest: Manifest, facts, graph: str, bad) -> int:
+    """Ids below the graph's vocabulary, max_positions within its position table, hidden size
+    equal; returns the vocabulary size."""
+    m, tok = manifest, manifest.tokenizer
+    if facts.hidden_size is not None and m.hidden_size != facts.hidden_size:
+        raise bad("hidden_size", m.hidden_size, f"{graph} outputs {facts.hidden_size} values per token")
+    vocab = facts.vocab_size if facts.vocab_size is not None else m.vocab_size
+    if vocab is None:
+        raise BundleError(f"{graph}: no token-embedding table gathered with input_ids was found and the manifest "
+                          "records no 'vocab_size', so its token ids cannot be checked; export the bundle again")
+    if m.vocab_size is not None and m.vocab_size != vocab:
+        raise bad("vocab_size", m.vocab_size, f"{graph}'s token table has {vocab} rows")
+    ids = [("tokenizer.unk_id", tok.unk_id), ("tokenizer.eos_id", tok.eos_id), ("tokenizer.pad_id", tok.pad_id)]
+    ids += [(f"tokenizer.prefix_ids[{k}]", v) for k, v in enumerate(tok.prefix_ids)]
+    ids += [(f"tokenizer.suffix_ids[{k}]", v) for k, v in enumerate(tok.suffix_ids)]
+    ids += [(f"tokenizer.lang_code_ids.{code}", v) for code, v in tok.lang_code_ids.items()]
+    ids += [(f"tokenizer.added_tokens.{token}", v) for token, v in tok.added_tokens.items()]
+    for name, value in ids:
+        if not 0 <= value < vocab:
+            raise bad(name, value, f"token ids must be in [0, {vocab}) ({graph}'s vocabulary)")
+    if facts.position_rows is not None:
+        offset = tok.pad_id + 1 if facts.positions_after_padding else 0
+        limit = facts.position_rows - offset
+        if m.max_positions > limit:
+            raise bad("max_positions", m.max_positions,
+                      f"{graph}'s position table holds {limit} positions")
+    return vocab
