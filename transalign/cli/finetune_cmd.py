@@ -1,4 +1,5 @@
-"""`transalign finetune`: train a TransAlign LoRA adapter on gold word alignments."""
+"""`transalign finetune`: train a TransAlign LoRA adapter on gold word alignments and/or on
+parallel text without gold (self-training, `--parallel`)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,27 @@ import json
 def register(sub) -> None:
     p = sub.add_parser(
         "finetune",
-        help="train a LoRA adapter on gold word alignments (for export --lora)",
+        help="train a LoRA adapter on gold word alignments or parallel text (for export --lora)",
         description="Fine-tune a PEFT LoRA on the encoder so that the alignment layer's similarity softmaxes "
-                    "match gold subword alignments; writes an adapter directory that `transalign export --lora` "
-                    "merges. Needs the `train` extra (torch, transformers, peft).",
+                    "match gold subword alignments (--gold-dir) or, on parallel text without gold (--parallel), "
+                    "the model's own alignments of each pair by the paper's rule (self-training); writes an "
+                    "adapter directory that `transalign export --lora` merges. Needs the `train` extra (torch, "
+                    "transformers, peft).",
     )
     p.add_argument("model", help="local Hugging Face checkpoint directory or hub id")
-    p.add_argument("--gold-dir", action="append", required=True, metavar="DIR",
+    p.add_argument("--gold-dir", action="append", default=[], metavar="DIR",
                    help="gold set: src.txt, tgt.txt, gold.txt (i-j sure, ipj possible) and optional meta.json "
                         "(src_lang/tgt_lang, NLLB codes); repeat for several language pairs")
+    p.add_argument("--parallel", action="append", default=[], metavar="FILE",
+                   help="parallel text without gold for self-training: 'source ||| target' or 'source<TAB>target' "
+                        "lines ('-': stdin); repeatable, may be mixed with --gold-dir; malformed, empty and too "
+                        "long rows are skipped and reported as FILE:LINE on stderr")
+    p.add_argument("--src-lang", help="NLLB code of the --parallel files' source side (and of gold sets without "
+                                      "meta.json); ignored by BERT-family models")
+    p.add_argument("--tgt-lang", help="NLLB code of the --parallel files' target side (likewise)")
+    p.add_argument("--self-threshold", type=float,
+                   help="self-training target: cells above this in both softmaxes of the model's own S "
+                        "(default: the dev threshold, i.e. the family's reference, 0.001 for NLLB and e5)")
     p.add_argument("-o", "--output", required=True, help="adapter directory to create")
     p.add_argument("--dev-dir", metavar="DIR",
                    help="gold set scored (AER) before training and after each epoch; the best epoch is kept")
@@ -42,13 +55,23 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from transalign.cli import UserError
     from transalign.train.loop import finetune
 
+    if not args.gold_dir and not args.parallel:
+        raise UserError("nothing to train on: give --gold-dir DIR (gold alignments) and/or --parallel FILE "
+                        "(parallel text, self-training)")
     result = finetune(args.model, args.gold_dir, args.output, dev_dir=args.dev_dir, layer=args.layer,
+                      parallel=args.parallel, src_lang=args.src_lang, tgt_lang=args.tgt_lang,
+                      self_threshold=args.self_threshold,
                       threshold=args.threshold, objective=args.objective, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, r=args.lora_r,
                       alpha=args.lora_alpha, dropout=args.lora_dropout, links=args.links, device=args.device,
                       progress=not args.no_progress, force=args.force)
+    for record in result.info["parallel"]:
+        print(f"parallel {record['path']}: {record['rows_used']} pairs used, {record['rows_skipped']} rows skipped"
+              + (f" ({', '.join(f'{k} {v}' for k, v in record['skipped_by_reason'].items())})"
+                 if record["rows_skipped"] else ""))
     print(f"wrote adapter {result.out}: best epoch {result.best_epoch} of {len(result.history) - 1}, "
           f"{result.seconds:.1f} s")
     print(json.dumps(list(result.history), indent=2))

@@ -1,10 +1,13 @@
-"""`finetune()`: gold word alignments -> a trained TransAlign LoRA adapter directory.
+"""`finetune()`: gold word alignments and/or parallel text -> a trained TransAlign LoRA adapter.
 
 The procedure follows the authors' ``fine-tune-lora.py``: LoRA r=8, alpha=32, dropout 0.1 on
 the FFN projections, AdamW (lr 1e-4), batches drawn from one gold set (one language pair) at a
 time, the loss on the similarity softmaxes of the alignment layer against the gold subword
 matrices (``transalign.train.objective``). Added: a seed that makes runs repeatable, dev AER
-after every epoch (and before the first), and keeping the best epoch's weights.
+after every epoch (and before the first), and keeping the best epoch's weights; and
+self-training on parallel text without gold (``parallel`` files, issue 28): those pairs' targets
+are the model's own alignments from the same forward pass (``objective.self_training_target``).
+A batch holds pairs of one gold set or one parallel file, so a language pair is never mixed.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ class FinetuneOptions:
     gold_dirs: tuple[Path, ...]
     out: Path
     dev_dir: Path | None = None
+    parallel: tuple[Path, ...] = ()  # parallel-text files for self-training (no gold)
+    src_lang: str | None = None  # NLLB codes of the parallel files (and of gold sets without meta.json)
+    tgt_lang: str | None = None
+    self_threshold: float | None = None  # self-training target threshold; None: the dev threshold
     layer: int | None = None  # None: the model family's reference layer (NLLB 12, e5 6, ...)
     threshold: float | None = None  # dev extraction; None: the family's reference threshold
     objective: str = DEFAULT_OBJECTIVE
@@ -55,10 +62,13 @@ class FinetuneOptions:
             raise TrainError(f"lr {self.lr} must be positive")
         if not 0.0 <= self.dropout < 1.0:
             raise TrainError(f"dropout {self.dropout} must be in [0, 1)")
-        if self.threshold is not None and not 0.0 <= self.threshold < 1.0:
-            raise TrainError(f"threshold {self.threshold} must be in [0, 1)")
-        if not self.gold_dirs:
-            raise TrainError("at least one gold directory is needed")
+        for name in ("threshold", "self_threshold"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not 0.0 <= value < 1.0):
+                raise TrainError(f"{name} {value!r} must be a number in [0, 1)")
+        if not self.gold_dirs and not self.parallel:
+            raise TrainError("nothing to train on: give at least one gold directory (--gold-dir) or parallel-text "
+                             "file (--parallel)")
 
 
 @dataclass(frozen=True)
@@ -71,12 +81,16 @@ class FinetuneResult:
 
 
 def finetune(model: str, gold_dirs, out, **options) -> FinetuneResult:
-    """Train a LoRA for ``model`` on ``gold_dirs`` and write it to ``out``; see FinetuneOptions."""
+    """Train a LoRA for ``model`` on ``gold_dirs`` (and/or ``parallel=[files]``) and write it to
+    ``out``; see FinetuneOptions."""
     if isinstance(gold_dirs, (str, Path)):
         gold_dirs = [gold_dirs]
+    parallel = options.pop("parallel", ())
+    parallel = [parallel] if isinstance(parallel, (str, Path)) else parallel
     dev = options.pop("dev_dir", None)
-    opts = FinetuneOptions(model=str(model), gold_dirs=tuple(Path(g) for g in gold_dirs), out=Path(out),
-                           dev_dir=Path(dev) if dev else None, **options)
+    opts = FinetuneOptions(model=str(model), gold_dirs=tuple(Path(g) for g in gold_dirs or ()), out=Path(out),
+                           dev_dir=Path(dev) if dev else None, parallel=tuple(Path(p) for p in parallel),
+                           **options)
     return run_finetune(opts)
 
 
@@ -94,8 +108,10 @@ def run_finetune(opts: FinetuneOptions) -> FinetuneResult:
     torch.manual_seed(opts.seed)  # LoRA init (A) and dropout
     enc = load_trainable(opts.model, opts.layer, opts.threshold, opts.r, opts.alpha, opts.dropout, device)
     tokenizer, arch = enc.loaded.tokenizer, enc.loaded.arch.name
-    train = [_examples(tokenizer, s, arch, enc.max_tokens, opts.links) for s in train_sets]
-    dev = _examples(tokenizer, dev_set, arch, enc.max_tokens, opts.links) if dev_set else None
+    train = [_examples(tokenizer, s, arch, enc.max_tokens, opts) for s in train_sets]
+    parallel_sets = _parallel_sets(tokenizer, arch, enc.max_tokens, opts)
+    train += [p.examples for p in parallel_sets]
+    dev = _examples(tokenizer, dev_set, arch, enc.max_tokens, opts) if dev_set else None
     params = [p for p in enc.peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
     rng = random.Random(opts.seed)
@@ -112,18 +128,18 @@ def run_finetune(opts: FinetuneOptions) -> FinetuneResult:
                   f"{history[0]['dev']['aer']:.4f})", file=sys.stderr)
     load_lora_state(enc.peft_model, best)
     seconds = time.perf_counter() - start
-    info = _info(opts, enc, device, train_sets, dev_set, history, best_epoch, seconds)
+    info = _info(opts, enc, device, train_sets, parallel_sets, dev_set, history, best_epoch, seconds)
     adapter.write_adapter(enc.peft_model, opts.out, info, enc.loaded.source)
     return FinetuneResult(opts.out, best_epoch, tuple(history), seconds, info)
 
 
-def _examples(tokenizer, gold: GoldSet, arch: str, max_tokens: int, links: str) -> list:
+def _examples(tokenizer, gold: GoldSet, arch: str, max_tokens: int, opts: FinetuneOptions) -> list:
     from transalign.train.matrices import build_example
 
-    src_lang, tgt_lang = _languages(tokenizer, gold, arch)
+    src_lang, tgt_lang = _gold_languages(tokenizer, gold, arch, opts)
     out = []
     for pair in gold.pairs:
-        example = build_example(tokenizer, pair, src_lang, tgt_lang, links, f"{gold.path}:{pair.line}")
+        example = build_example(tokenizer, pair, src_lang, tgt_lang, opts.links, f"{gold.path}:{pair.line}")
         longest = max(len(example.src.ids), len(example.tgt.ids))
         if longest > max_tokens:
             raise TrainError(f"{gold.path}, pair {pair.line}: {longest} tokens but the model takes at most "
@@ -132,16 +148,37 @@ def _examples(tokenizer, gold: GoldSet, arch: str, max_tokens: int, links: str) 
     return out
 
 
-def _languages(tokenizer, gold: GoldSet, arch: str):
-    """NLLB needs language codes (meta.json src_lang / tgt_lang); BERT-family models use none."""
+def _parallel_sets(tokenizer, arch: str, max_tokens: int, opts: FinetuneOptions) -> list:
+    from transalign.train.parallel import read_parallel_set
+
+    if not opts.parallel:
+        return []
+    if arch != "m2m100" and (opts.src_lang or opts.tgt_lang):
+        print(f"transalign finetune: --src-lang/--tgt-lang ignored: {arch} models take no language codes",
+              file=sys.stderr)
+    src_lang = _language(tokenizer, arch, "--src-lang", opts.src_lang, "the source language of --parallel files")
+    tgt_lang = _language(tokenizer, arch, "--tgt-lang", opts.tgt_lang, "the target language of --parallel files")
+    return [read_parallel_set(path, tokenizer, src_lang, tgt_lang, max_tokens) for path in opts.parallel]
+
+
+def _gold_languages(tokenizer, gold: GoldSet, arch: str, opts: FinetuneOptions):
+    """A gold set's codes from its meta.json, else --src-lang / --tgt-lang."""
+    where = f"{gold.path / 'meta.json'}"
+    src = _language(tokenizer, arch, f"{where}: src_lang" if gold.src_lang or not opts.src_lang else "--src-lang",
+                    gold.src_lang or opts.src_lang, "src_lang (in meta.json, or pass --src-lang)")
+    tgt = _language(tokenizer, arch, f"{where}: tgt_lang" if gold.tgt_lang or not opts.tgt_lang else "--tgt-lang",
+                    gold.tgt_lang or opts.tgt_lang, "tgt_lang (in meta.json, or pass --tgt-lang)")
+    return src, tgt
+
+
+def _language(tokenizer, arch: str, name: str, code: str | None, what: str) -> str | None:
+    """NLLB needs a known language code; BERT-family models use none (``None``)."""
     if arch != "m2m100":
-        return None, None
+        return None
     known = set(getattr(tokenizer, "additional_special_tokens", None) or [])
-    for side, code in (("src_lang", gold.src_lang), ("tgt_lang", gold.tgt_lang)):
-        if code is None or (known and code not in known):
-            raise TrainError(f"{gold.path / 'meta.json'}: NLLB needs {side} as an NLLB language code such as "
-                             f"eng_Latn (got {code!r})")
-    return gold.src_lang, gold.tgt_lang
+    if code is None or (known and code not in known):
+        raise TrainError(f"{name}: NLLB needs {what} as an NLLB language code such as eng_Latn (got {code!r})")
+    return code
 
 
 def _train_epoch(enc, sets, opts, optimizer, rng, pad_id, device, epoch) -> dict:
@@ -149,9 +186,10 @@ def _train_epoch(enc, sets, opts, optimizer, rng, pad_id, device, epoch) -> dict
 
     from transalign.train.batches import epoch_batches
     from transalign.train.dev import hidden_pairs
-    from transalign.train.objective import pair_loss
+    from transalign.train.objective import pair_loss, self_training_loss
 
     batches = epoch_batches(sets, opts.batch_size, rng)
+    self_threshold = enc.threshold if opts.self_threshold is None else opts.self_threshold
     bar = _bar(len(batches), f"epoch {epoch}/{opts.epochs}", opts.progress)
     enc.module.train()
     total, pairs, started = 0.0, 0, time.perf_counter()
@@ -159,7 +197,10 @@ def _train_epoch(enc, sets, opts, optimizer, rng, pad_id, device, epoch) -> dict
         optimizer.zero_grad(set_to_none=True)
         loss = torch.zeros((), device=device)
         for (x, y), example in zip(hidden_pairs(enc.module, batch, pad_id, device), batch):
-            loss = loss + pair_loss(x, y, torch.from_numpy(example.gold).to(device), opts.objective)
+            if example.gold is None:  # parallel text: the model's own alignment is the target
+                loss = loss + self_training_loss(x, y, self_threshold, opts.objective)
+            else:
+                loss = loss + pair_loss(x, y, torch.from_numpy(example.gold).to(device), opts.objective)
         loss.backward()
         optimizer.step()
         total, pairs = total + float(loss.detach()), pairs + len(batch)
@@ -192,14 +233,18 @@ def _dev_entry(enc, dev, dev_set, tokenizer, device) -> dict:
             "dev_argmax": {k: getattr(scores["argmax"], k) for k in fields}}
 
 
-def _info(opts, enc, device, train_sets, dev_set, history, best_epoch, seconds) -> dict:
+def _info(opts, enc, device, train_sets, parallel_sets, dev_set, history, best_epoch, seconds) -> dict:
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()
                 if k not in ("progress", "force", "out")}
     settings["gold_dirs"] = [str(d) for d in opts.gold_dirs]
+    settings["parallel"] = [str(p) for p in opts.parallel]
     settings.update(layer=enc.layer, threshold=enc.threshold, device=device,
+                    self_threshold=(enc.threshold if opts.self_threshold is None else opts.self_threshold)
+                    if opts.parallel else None,
                     lora_targets=list(enc.peft_model.peft_config["default"].target_modules))
     return {"format": "transalign-finetune", "version": 1, "base_model": enc.loaded.source,
             "architecture": enc.loaded.arch.name, "settings": settings,
             "train_pairs": {str(s.path): len(s) for s in train_sets},
+            "parallel": [p.record() for p in parallel_sets],
             "dev_pairs": len(dev_set) if dev_set else 0, "history": list(history),
             "best_epoch": best_epoch, "seconds": round(seconds, 2)}

@@ -28,8 +28,8 @@ class Encoded:
 class Example:
     src: Encoded
     tgt: Encoded
-    gold: np.ndarray  # float32 [n_src_subwords, n_tgt_subwords]
-    source: str  # "DIR:LINE" for messages
+    gold: np.ndarray | None  # float32 [n_src_subwords, n_tgt_subwords]; None: self-training (parallel text)
+    source: str  # "DIR:LINE" or "FILE:LINE" for messages
 
 
 def encode_words(tokenizer, words, lang: str | None) -> Encoded:

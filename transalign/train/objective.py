@@ -19,6 +19,17 @@ authors (their ``fine-tune-lora.py`` as written)::
   adds the constant ½ Σ G; the forward term is broadcast over the n·m cells, which multiplies it
   by m. Only the forward softmax is trained, with pairs weighted by their target length.
 
+Self-training (``finetune --parallel``, awesome-align's "SO" objective, Dou & Neubig 2021): a
+pair from parallel text has no gold, so its target is the current model's own alignment of it by
+the paper's rule, taken from the same forward pass at the training threshold t::
+
+    Âᵢⱼ = [Fᵢⱼ > t] · [Bᵢⱼ > t]      (F, B of the same S; no gradient flows through Â)
+
+and Â takes G's place in the objective above (symmetric: ``L = -½ Σᵢⱼ Âᵢⱼ (Fᵢⱼ / n + Bᵢⱼ / m)``).
+The loss then pulls each softmax's mass onto the cells the model already links in both
+directions, sharpening them; cells it links in one direction only get no target mass. Â is
+computed from ``S.detach()``, so only F and B in the loss carry gradient.
+
 A batch's loss is the sum over its pairs, as in the authors' script. Which default, and why:
 README "Fine-tuning" (measured dev AER).
 """
@@ -31,9 +42,29 @@ DEFAULT_OBJECTIVE = "symmetric"
 
 def pair_loss(x, y, gold, objective: str):
     """The loss of one pair from its subword vectors x [n, d], y [m, d] and gold [n, m]."""
+    return similarity_loss(x @ y.T, gold, objective)
+
+
+def self_training_target(sim, threshold: float):
+    """Â = [softmax(S, 1) > t] · [softmax(S, 0) > t] as a float matrix, without gradient."""
     import torch
 
+    with torch.no_grad():
+        detached = sim.detach()
+        keep = (torch.softmax(detached, dim=1) > threshold) & (torch.softmax(detached, dim=0) > threshold)
+        return keep.to(sim.dtype)
+
+
+def self_training_loss(x, y, threshold: float, objective: str):
+    """The loss of one parallel-text pair: the objective with the model's own alignment as target."""
     sim = x @ y.T
+    return similarity_loss(sim, self_training_target(sim, threshold), objective)
+
+
+def similarity_loss(sim, gold, objective: str):
+    """The objective on one pair's similarity matrix S [n, m] against a 0/1 target [n, m]."""
+    import torch
+
     n, m = sim.shape
     forward = torch.softmax(sim, dim=1)
     if objective == "authors":
