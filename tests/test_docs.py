@@ -133,8 +133,8 @@ def test_the_check_catches_a_wrong_flag_and_a_missing_option():
     assert argv == ["align", "B", "--src", "a", "--tgt", "b", "--no-such-flag", "3"]
     assert "--no-such-flag" in parse_error(argv)
     assert parse_error(["export", "model"]) is not None          # -o is required
-    assert parse_error(["align", "B", "--src", "a", "--tgt", "b", "--progress"]) is not None  # takes a value
-    assert parse_error(["align", "B", "--src", "a", "--tgt", "b", "--progress", "never"]) is None
+    assert "int4" in parse_error(["align", "B", "--src", "a", "--tgt", "b", "--precision", "int4"])  # a choice
+    assert parse_error(["align", "B", "--src", "a", "--tgt", "b", "--precision", "int8"]) is None
     assert transalign_argv("transalign eval g p --json > out.json") == ["eval", "g", "p", "--json"]
     assert transalign_argv("transalign eval g p 2> err.txt") == ["eval", "g", "p"]
     assert transalign_argv("python -m transalign eval g p") is None
