@@ -12,7 +12,10 @@ every quantized MatMul ``Y = X W`` gets constants instead:
    (over every MatMul reading X), ``s_j = (a_j ** alpha) / (w_j ** (1 - alpha))`` and the exact
    identity ``X W = (X / s) (s W)`` moves the outliers into the weights, which are quantized
    per output channel and absorb them easily. A ``Mul`` by ``1 / s`` is inserted before the
-   MatMuls and their weight rows are scaled by ``s`` (fp32, before quantization).
+   MatMuls and their weight rows are scaled by ``s`` (fp32, before quantization). Where X is
+   made by a LayerNorm (q/k/v, fc1) or by ReLU(fc1) (fc2's input), ``1 / s`` is folded into the
+   LayerNorm's gamma and beta or into fc1's output columns and bias (a positive per-channel
+   scale commutes with ReLU) and the ``Mul`` goes: the same function, one pass over X less.
 3. **Static scales.** ``quantize_dynamic`` makes the int8 graph (weights per output channel),
    then each ``DynamicQuantizeLinear`` becomes a ``QuantizeLinear`` with the calibrated scale and
    zero point of ``X / s`` (uint8, asymmetric: ``scale = (max - min) / 255`` over a range that
@@ -95,7 +98,114 @@ def smoothing_factors(ranges: ChannelRanges, weights: list[np.ndarray], alpha: f
     return np.clip(s, *_SMOOTH_LIMITS)
 
 
-def _smooth(fp32_path: Path, out_path: Path, keep_fp32, ranges, alpha: float) -> dict[str, np.ndarray]:
+class _Graph:
+    """Producers, consumers and constants of a graph, for the folding below."""
+
+    def __init__(self, model):
+        from onnx import numpy_helper
+
+        self.model = model
+        self.inits = {init.name: init for init in model.graph.initializer}
+        self.producer = {out: node for node in model.graph.node for out in node.output}
+        self.consumers: dict[str, list] = {}
+        for node in model.graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self._to_array = numpy_helper.to_array
+
+    def constant(self, name: str) -> np.ndarray | None:
+        """The value of ``name`` when it is an initializer or an Identity of one (the exporter
+        shares equal weights, such as LayerNorm's ones and zeros, through Identity nodes)."""
+        while name not in self.inits:
+            node = self.producer.get(name)
+            if node is None or node.op_type != "Identity":
+                return None
+            name = node.input[0]
+        return self._to_array(self.inits[name])
+
+    def only_read_by(self, name: str, allowed) -> bool:
+        """Every consumer of ``name`` is in ``allowed`` or only reads its shape; not a graph output."""
+        if name in {o.name for o in self.model.graph.output}:
+            return False
+        return all(id(node) in allowed or node.op_type == "Shape" for node in self.consumers.get(name, []))
+
+    def add_constant(self, value: np.ndarray, name: str) -> str:
+        from onnx import numpy_helper
+
+        self.model.graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), name))
+        return name
+
+
+def _fold_targets(graph: _Graph, activation: str, mul) -> list[tuple]:
+    """Where ``X / s`` (the smoothing Mul on ``activation``) can be folded exactly: a list of
+    (node, input index, value, op) rewrites, empty when it cannot.
+
+    - X = LayerNormalization(x, gamma, beta): gamma / s and beta / s.
+    - X = Relu(Add(MatMul(h, W), b)): W's columns and b divided by s (s > 0 commutes with ReLU).
+    X must feed nothing else but the Mul (Shape nodes read only its shape).
+    """
+    node = graph.producer.get(activation)
+    if node is None or not graph.only_read_by(activation, {id(mul)}):
+        return []
+    if node.op_type == "LayerNormalization" and len(node.input) == 3:
+        gamma, beta = graph.constant(node.input[1]), graph.constant(node.input[2])
+        if gamma is None or beta is None:
+            return []
+        return [(node, 1, gamma, "divide"), (node, 2, beta, "divide")]
+    if node.op_type != "Relu":
+        return []
+    add = graph.producer.get(node.input[0])
+    if add is None or add.op_type != "Add" or not graph.only_read_by(add.output[0], {id(node)}):
+        return []
+    for k in (0, 1):
+        bias, matmul = graph.constant(add.input[k]), graph.producer.get(add.input[1 - k])
+        if bias is not None and matmul is not None and matmul.op_type == "MatMul" \
+                and graph.only_read_by(matmul.output[0], {id(add)}):
+            weight = graph.constant(matmul.input[1])
+            if weight is not None and weight.ndim == 2 and bias.shape == (weight.shape[1],):
+                return [(add, k, bias, "divide"), (matmul, 1, weight, "divide columns")]
+    return []
+
+
+def fold_smoothing(model, factors: dict[str, np.ndarray]) -> dict[str, int]:
+    """Remove the smoothing Muls (``{X}_Smooth``) whose ``1 / s`` folds exactly into the
+    producer of X (`_fold_targets`); returns how many were folded and kept.
+
+    The producer then writes ``X / s`` under the Mul's output name, so the quantizer and the
+    static scales see the same tensor names as without folding. Folded parameters are new
+    initializers (the originals may be shared), and initializers nothing reads any more go.
+    """
+    graph = _Graph(model)
+    folded, kept, remove = 0, 0, set()
+    for mul in [n for n in model.graph.node if n.op_type == "Mul" and n.name.endswith("_Smooth")]:
+        activation = mul.input[0]
+        targets = _fold_targets(graph, activation, mul)
+        if not targets:
+            kept += 1
+            continue
+        s = factors[activation].astype(np.float64)
+        for node, index, value, op in targets:
+            scaled = value / s[None, :] if op == "divide columns" else value / s
+            node.input[index] = graph.add_constant(scaled, f"{node.name}_in{index}_smoothed")
+        producer = graph.producer[activation]
+        producer.output[0] = mul.output[0]
+        for reader in graph.consumers.get(activation, []):  # Shape nodes
+            if reader is not mul:
+                reader.input[:] = [mul.output[0] if name == activation else name for name in reader.input]
+        remove.add(id(mul))
+        folded += 1
+    nodes = [n for n in model.graph.node if id(n) not in remove]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    used = {name for node in model.graph.node for name in node.input}
+    unused = [init for init in model.graph.initializer if init.name not in used]
+    for init in unused:
+        model.graph.initializer.remove(init)
+    return {"folded": folded, "kept": kept}
+
+
+def _smooth(fp32_path: Path, out_path: Path, keep_fp32, ranges, alpha: float,
+            fold: bool = True) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """Write ``out_path``: the fp32 graph with ``X / s`` before each group, weight rows times s."""
     import onnx
     from onnx import numpy_helper
@@ -128,8 +238,9 @@ def _smooth(fp32_path: Path, out_path: Path, keep_fp32, ranges, alpha: float) ->
         ordered.append(node)
     del model.graph.node[:]
     model.graph.node.extend(ordered)
+    folding = fold_smoothing(model, factors) if fold else {"folded": 0, "kept": len(factors)}
     save_with_external_data(model, out_path)
-    return factors
+    return factors, folding
 
 
 def _static_activations(int8_path: Path, tensor_ranges: dict[str, tuple[float, float]]) -> int:
@@ -162,11 +273,12 @@ def _static_activations(int8_path: Path, tensor_ranges: dict[str, tuple[float, f
 
 
 def quantize_static_int8(fp32_path: Path, out_path: Path, keep_fp32: list[str], batches: list[np.ndarray],
-                         alpha: float | None = DEFAULT_SMOOTH_ALPHA) -> dict:
+                         alpha: float | None = DEFAULT_SMOOTH_ALPHA, fold: bool = True) -> dict:
     """Write the batch-invariant int8 graph; returns what the manifest records about it.
 
     ``batches``: token-id rows of the calibration sentences. ``alpha``: smoothing strength
-    (None: no smoothing). ``keep_fp32``: MatMul node names left in float32.
+    (None: no smoothing). ``keep_fp32``: MatMul node names left in float32. ``fold``: fold the
+    smoothing into the producers of the activations where that is exact (`fold_smoothing`).
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -178,10 +290,11 @@ def quantize_static_int8(fp32_path: Path, out_path: Path, keep_fp32: list[str], 
     ranges = calibrate(fp32_path, list(groups), batches)
     source = fp32_path
     factors = {name: np.ones(len(r.low)) for name, r in ranges.items()}
+    folding = None
     with tempfile.TemporaryDirectory(dir=fp32_path.parent, prefix=".smoothed-") as scratch:
         if alpha is not None:
             source = Path(scratch) / "smoothed.onnx"
-            factors = _smooth(fp32_path, source, keep_fp32, ranges, alpha)
+            factors, folding = _smooth(fp32_path, source, keep_fp32, ranges, alpha, fold)
         with quiet_logger():  # ORT logs a "consider pre-processing" advice on the root logger
             quantize_dynamic(str(source), str(out_path), weight_type=QuantType.QInt8, per_channel=True,
                              op_types_to_quantize=["MatMul", "Gemm"], use_external_data_format=True,
@@ -190,5 +303,6 @@ def quantize_static_int8(fp32_path: Path, out_path: Path, keep_fp32: list[str], 
     tensor_ranges = {f"{name}{smoothed}": (float((r.low / factors[name]).min()), float((r.high / factors[name]).max()))
                      for name, r in ranges.items()}
     replaced = _static_activations(out_path, tensor_ranges)
-    return {"activations": "static", "smoothing_alpha": alpha, "quantized_activations": replaced,
+    return {"activations": "static", "smoothing_alpha": alpha, "smoothing_folded": folding,
+            "quantized_activations": replaced,
             "calibration_sentences": len(batches), "calibration_tokens": int(sum(len(b) for b in batches))}
