@@ -15,7 +15,11 @@ Align the gold set of DIR (src.txt, tgt.txt: one sentence per line, words split 
 gold.txt: I-J sure and IpJ possible links, 0-based) once through the encoder, extract links by
 every method, word level and threshold from the same hidden states, and print precision,
 recall, F1 and AER of each (as `transalign eval`) and the setting with the lowest AER, written
-as the `transalign align` options that reproduce it. Ties keep the bundle's own setting."""
+as the `transalign align` options that reproduce it. Ties keep the bundle's own setting.
+With --write the best setting becomes the bundle's default (stored in its manifest.json, with
+the gold set, pairs and AER it was chosen on): `align` then uses it when given no --method,
+--word-level or --threshold. Tune on pairs you will not score on (--first N, then score the
+rest), or the AER you report is optimistic."""
 
 
 def _floats(text: str) -> list[float]:
@@ -60,20 +64,30 @@ def register(sub) -> None:
     p.add_argument("--batch-tokens", type=int, help="padded tokens per encoder batch (default "
                    f"{DEFAULT_BATCH_TOKENS['cpu']} CPU, {DEFAULT_BATCH_TOKENS['cuda']} CUDA)")
     p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    p.add_argument("--first", type=int, metavar="N", help="tune on the first N pairs only (default: all)")
+    p.add_argument("--write", action="store_true",
+                   help="store the best setting in the bundle's manifest as its default extraction")
     p.add_argument("--json", action="store_true", help="print every row and the best setting as JSON")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from transalign.engine.aligner import Aligner
-    from transalign.tuning import read_gold_dir, settings, tune
+    from transalign.tuning import read_gold_dir, settings, tune, tuning_record, write_default
 
     src, tgt, gold = read_gold_dir(args.gold_dir)
+    if args.first is not None:
+        if not 1 <= args.first <= len(src):
+            raise ValueError(f"--first {args.first}: {args.gold_dir} has {len(src)} pairs; give 1..{len(src)}")
+        src, tgt, gold = src[:args.first], tgt[:args.first], gold[:args.first]
     aligner = Aligner.load(args.bundle, provider=args.provider, precision=args.precision, threads=args.threads)
     extractions = settings(aligner, args.thresholds, args.methods, args.word_levels)
     result = tune(aligner, src, tgt, gold, extractions, args.src_lang, args.tgt_lang, batch_tokens=args.batch_tokens)
+    if args.write:
+        write_default(args.bundle, result.best.extraction, tuning_record(args.gold_dir, len(src), aligner.precision,
+                                                                         result.best))
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(json.dumps({**result.to_dict(), "written": bool(args.write)}, indent=2))
         return 0
     print(f"{len(src)} pairs of {args.gold_dir}, {aligner.precision}, one encoder pass")
     print(f"{'setting':<24}{'AER':>8}{'P':>8}{'R':>8}{'F1':>8}{'links':>10}")
@@ -82,6 +96,10 @@ def run(args) -> int:
         mark = "  <- best" if row is result.best else ""
         print(f"{row.extraction.label():<24}{s.aer:>8.4f}{s.precision:>8.4f}{s.recall:>8.4f}{s.f1:>8.4f}"
               f"{s.predicted:>10}{mark}")
-    print(f"best: {result.best.extraction.label()} (AER {result.best.scores.aer:.4f}); "
-          f"use: transalign align {args.bundle} {result.best.flags()} ...")
+    if args.write:
+        print(f"best: {result.best.extraction.label()} (AER {result.best.scores.aer:.4f}), stored as the default of "
+              f"{args.bundle}: `transalign align {args.bundle} ...` now uses it")
+    else:
+        print(f"best: {result.best.extraction.label()} (AER {result.best.scores.aer:.4f}); "
+              f"use: transalign align {args.bundle} {result.best.flags()} ... (or store it: --write)")
     return 0

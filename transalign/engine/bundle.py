@@ -121,6 +121,9 @@ class Manifest:
     # rows of the graph's token-embedding table (ids must be below it); absent in bundles written
     # before it was recorded, whose graph is read instead (engine.graph_facts)
     vocab_size: int | None = None
+    # how the default extraction was chosen: None = at export (the family's reference or export's
+    # flags); `transalign tune --write` records its gold set, pairs, precision and AER here
+    default_tuning: dict[str, Any] | None = None
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
 
@@ -188,9 +191,9 @@ def check_manifest_types(data: dict[str, Any], path: Path) -> None:
             raise bad(name, _STR, data[name])
     if data.get("vocab_size") is not None and not _is(data["vocab_size"], _INT):
         raise bad("vocab_size", "an integer or null", data["vocab_size"])
-    for name in ("lora", "family"):
-        if data.get(name) is not None and not _is(data[name], "an object" if name == "lora" else _STR):
-            raise bad(name, "an object or null" if name == "lora" else "a string or null", data[name])
+    for name in ("lora", "family", "default_tuning"):
+        if data.get(name) is not None and not _is(data[name], _STR if name == "family" else "an object"):
+            raise bad(name, "a string or null" if name == "family" else "an object or null", data[name])
 
 
 def files_of_precision(name: str, precision: str) -> bool:

@@ -24,6 +24,8 @@ class ExportOptions:
     lora: Path | None = None
     layer: int | None = None  # None: the model family's reference layer
     threshold: float | None = None  # None: the family's reference threshold
+    method: str | None = None  # the bundle's default extraction method; None: the family's (softmax)
+    word_level: str | None = None  # None: the family's (any)
     precisions: tuple[str, ...] = ("fp32",)
     force: bool = False
     opset: int = graph.DEFAULT_OPSET
@@ -37,8 +39,16 @@ class ExportOptions:
         if unknown or not self.precisions:
             raise ExportError(f"precision {', '.join(unknown) or '(none)'} is not supported; "
                               f"choose from {', '.join(PRECISIONS)}")
-        if self.threshold is not None and not 0.0 <= self.threshold < 1.0:
+        if self.threshold is not None and (isinstance(self.threshold, bool) or not 0.0 <= self.threshold < 1.0):
             raise ExportError(f"threshold {self.threshold} must be in [0, 1)")
+        from transalign.kernels.names import METHODS, WORD_LEVELS
+
+        if self.method is not None and self.method not in METHODS:
+            raise ExportError(f"method {self.method!r} is not one of {', '.join(METHODS)}")
+        if self.word_level is not None and self.word_level not in WORD_LEVELS:
+            raise ExportError(f"word level {self.word_level!r} is not one of {', '.join(WORD_LEVELS)}")
+        if self.threshold is not None and self.method not in (None, "softmax"):
+            raise ExportError(f"a threshold applies to method softmax only, not to {self.method}; leave it out")
         if self.int8_fp32_blocks is not None and self.int8_fp32_blocks < 0:
             raise ExportError(f"int8_fp32_blocks {self.int8_fp32_blocks} must be >= 0")
         if self.int8_smoothing not in (None, AUTO) and not (isinstance(self.int8_smoothing, (int, float))
@@ -60,15 +70,20 @@ class _Settled:
     num_layers: int
     defaults: FamilyDefaults
     adapter: object | None  # export.lora adapter, None without --lora
+    base_model: str  # the model as the user named it (a hub id stays a hub id when read from the cache)
 
 
 def export_bundle(model: str, out: str | Path, lora: str | Path | None = None, layer: int | None = None,
            precisions=("fp32",), force: bool = False, threshold: float | None = None,
-           lora_extra_scale: float = 1.0, int8_fp32_blocks: int | None = None, calibration: str | Path | None = None,
+           method: str | None = None, word_level: str | None = None, lora_extra_scale: float = 1.0,
+           int8_fp32_blocks: int | None = None, calibration: str | Path | None = None,
            int8_smoothing: float | str | None = "auto") -> Manifest:
     """Export ``model`` (local dir or hub id) to a bundle at ``out`` and return its manifest.
 
     Nothing is written unless the fp32 graph reproduces PyTorch's hidden_states[layer].
+    ``method``, ``word_level``, ``threshold``: the bundle's default extraction (None: the family's
+    reference, the paper's softmax / any / 0.001 for NLLB); `transalign tune --write` can replace
+    it later with a setting measured on gold links.
     ``int8_fp32_blocks``: the int8 graph keeps the FFN output projection of this many final
     blocks in fp32 (None: 2 for BERT-family encoders, where it was measured, 0 for NLLB).
     ``calibration``: a text file (``TEXT`` or ``CODE<TAB>TEXT`` per line) whose activation ranges
@@ -79,25 +94,48 @@ def export_bundle(model: str, out: str | Path, lora: str | Path | None = None, l
     if isinstance(precisions, str):
         precisions = tuple(p.strip() for p in precisions.split(",") if p.strip())
     options = ExportOptions(model=str(model), out=Path(out), lora=Path(lora) if lora else None, layer=layer,
-                            threshold=threshold, precisions=tuple(dict.fromkeys(precisions)), force=force,
+                            threshold=threshold, method=method, word_level=word_level,
+                            precisions=tuple(dict.fromkeys(precisions)), force=force,
                             lora_extra_scale=lora_extra_scale, int8_fp32_blocks=int8_fp32_blocks,
                             calibration=Path(calibration) if calibration else None, int8_smoothing=int8_smoothing)
     return run_export(options)
 
 
+# import name -> what it is for; all come with the `export` extra
+_EXPORT_MODULES = {"torch": "PyTorch", "transformers": "transformers", "onnx": "onnx", "safetensors": "safetensors"}
+EXTRA_HINT = "pip install 'transalign[export]'"
+
+
+def check_export_extra(lora: bool = False) -> None:
+    """Stop before any work, naming every missing module, when the `export` extra is absent
+    (the runtime install has none of them); without this the first import deep in the export
+    fails with a bare ModuleNotFoundError."""
+    from importlib.util import find_spec
+
+    modules = dict(_EXPORT_MODULES, **({"peft": "peft (LoRA adapters)"} if lora else {}))
+    missing = [name for name in modules if find_spec(name) is None]
+    if missing:
+        raise ExportError(f"export needs the `export` extra, and {', '.join(missing)} "
+                          f"{'is' if len(missing) == 1 else 'are'} not installed: {EXTRA_HINT}")
+
+
 def run_export(options: ExportOptions) -> Manifest:
+    check_export_extra(lora=options.lora is not None)
+    from transalign.export.hub import locate
     from transalign.export.lora import load_adapter, merge_adapter
     from transalign.export.loading import load_encoder, read_config
 
     writer.check_output(options.out, options.force)
-    raw, source = read_config(options.model)
+    location = locate(options.model)
+    raw, source = read_config(location.load_from)
     arch = architecture_for(raw.get("model_type"), raw.get("architectures"), source)
     num_layers = int(raw[arch.layers_config_key])
     defaults = family_defaults(arch, options.model)
     layer = defaults.layer if options.layer is None else options.layer
     check_layer(layer, num_layers, source)
-    settled = _Settled(layer, num_layers, defaults, load_adapter(options.lora) if options.lora else None)
-    loaded = load_encoder(options.model)
+    settled = _Settled(layer, num_layers, defaults, load_adapter(options.lora) if options.lora else None,
+                       location.name)
+    loaded = load_encoder(location.load_from)
     if settled.adapter is not None:
         merge_adapter(loaded.lora_roots, settled.adapter, options.lora_extra_scale)
     staging = writer.staging_dir(options.out)
@@ -149,9 +187,11 @@ def _build(options: ExportOptions, settled: _Settled, loaded, staging: Path) -> 
     if "int8" in precisions:
         precisions["int8"].update(fp32_nodes=keep, **int8_facts)
     return Manifest(
-        architecture=loaded.arch.name, base_model=loaded.source, layer=layer, num_layers=num_layers,
+        architecture=loaded.arch.name, base_model=settled.base_model, layer=layer, num_layers=num_layers,
         hidden_size=int(reference.shape[-1]),
         default_threshold=defaults.threshold if options.threshold is None else options.threshold,
+        default_method=defaults.method if options.method is None else options.method,
+        default_word_level=defaults.word_level if options.word_level is None else options.word_level,
         max_positions=max_tokens(loaded.config), tokenizer=spec, precisions=precisions, files=files,
         opset=options.opset, tools=_tool_versions(),
         lora=adapter.describe(options.lora_extra_scale) if adapter else None, family=defaults.family,

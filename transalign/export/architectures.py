@@ -20,11 +20,15 @@ from transalign.export import encoders
 
 @dataclass(frozen=True)
 class FamilyDefaults:
-    """Reference settings of one model family (DESIGN.md; the paper's configurations)."""
+    """Reference settings of one model family (DESIGN.md; the paper's configurations). The
+    extraction (method, word level, threshold) is the bundle's default unless `export` is told
+    otherwise or `tune --write` replaces it with one measured on gold links."""
 
     family: str
     layer: int
     threshold: float
+    method: str = "softmax"
+    word_level: str = "any"
 
 
 @dataclass(frozen=True)
