@@ -24,9 +24,10 @@ import pytest
 from measurements import record
 from transalign.formats.alignments import FormatError
 from transalign.cli import main
-from transalign.corpus.formats import detect_format, iter_pairs, read_shard
+from transalign.corpus.formats import detect_format, iter_pairs
 from transalign.corpus.job import align_corpus
 from transalign.corpus.manifest import JobError
+from transalign.corpus.writers import read_shard
 from transalign.engine.aligner import Aligner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -236,7 +237,7 @@ def test_refuses_another_job_or_changed_options(fast_align_job, tiny_bundle, tmp
 
 
 def test_mixed_language_pairs_keep_input_order(tmp_path, tiny_bundle, aligner, monkeypatch):
-    monkeypatch.setattr("transalign.corpus.job.CHUNK_PAIRS", 3)  # shards of 7 written in chunks of 3
+    monkeypatch.setattr("transalign.corpus.shards.CHUNK_PAIRS", 3)  # shards of 7 written in chunks of 3
     rows = mixed_rows(60)
     corpus = tmp_path / "mixed.jsonl"
     corpus.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
@@ -249,7 +250,7 @@ def test_mixed_language_pairs_keep_input_order(tmp_path, tiny_bundle, aligner, m
 
 
 def test_output_formats_hold_the_same_links(tmp_path, tiny_bundle, fast_align_job, monkeypatch):
-    monkeypatch.setattr("transalign.corpus.job.CHUNK_PAIRS", 5)  # each shard written in pieces
+    monkeypatch.setattr("transalign.corpus.shards.CHUNK_PAIRS", 5)  # each shard written in pieces
     formats = ["id", "jsonl"]
     if importlib.util.find_spec("pyarrow"):  # the `ray` extra
         formats.append("parquet")
@@ -411,17 +412,17 @@ def test_cli_choices_are_the_owning_modules():
     import argparse
 
     from transalign.cli import align_corpus_cmd
-    from transalign.corpus import formats, job
-    from transalign.engine import bundle, session
+    from transalign.corpus import formats, job, writers
+    from transalign.engine import options
 
     sub = argparse.ArgumentParser().add_subparsers()
     align_corpus_cmd.register(sub)
     actions = {a.dest: a for a in sub.choices["align-corpus"]._actions}
     assert actions["shard_pairs"].default == job.DEFAULT_SHARD_PAIRS
     assert actions["input_format"].choices is formats.INPUT_FORMATS
-    assert actions["output_format"].choices is formats.OUTPUT_FORMATS
-    assert actions["precision"].choices is bundle.PRECISIONS
-    assert actions["provider"].choices is session.PROVIDER_CHOICES
+    assert actions["output_format"].choices is writers.OUTPUT_FORMATS
+    assert actions["precision"].choices is options.PRECISIONS
+    assert actions["provider"].choices is options.PROVIDER_CHOICES
 
 
 # ---- Ray ---------------------------------------------------------------------------------------
@@ -435,8 +436,8 @@ def ray_cluster():
 
 
 def test_ray_shards_equal_the_in_process_ones(ray_cluster, tmp_path, tiny_bundle, aligner, monkeypatch):
-    # read tasks yield chunks of 8 rows, the driver writes shards 8 records at a time
-    monkeypatch.setattr("transalign.corpus.ray_job.CHUNK_PAIRS", 8)
+    # the driver writes shards 8 records at a time (read tasks, in Ray workers, keep 4096)
+    monkeypatch.setattr("transalign.corpus.shards.CHUNK_PAIRS", 8)
     rows = mixed_rows(90)
     corpus = tmp_path / "mixed.jsonl"
     corpus.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")

@@ -17,26 +17,23 @@ A malformed row is a :class:`~transalign.formats.alignments.FormatError` naming 
 yields a :class:`Rejected` in the row's place instead (the corpus job's ``--rejects``), so the
 caller still sees every row, in order, and can count positions past it.
 
-Output formats, one record per pair: ``pharaoh`` (``i-j ...``, exactly the lines of
-``transalign align``), ``id`` (``ID<TAB>i-j ...``), ``jsonl`` (``{"id", "links"}``) and
-``parquet`` (columns id, links). Shards are written atomically.
+A JSONL string that is valid JSON but not text (a lone surrogate such as ``"\\ud800"``, which no
+UTF-8 file can hold) is a malformed row like any other, named by file and line.
+
+Output formats (the shard writers) are in ``writers.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from transalign.formats.alignments import FormatError, atomic_open, format_line
+from transalign.formats.alignments import FormatError
 
 INPUT_FORMATS = ("fast_align", "tsv", "jsonl", "parquet")
-OUTPUT_FORMATS = ("pharaoh", "id", "jsonl", "parquet")
-EXTENSIONS = {"pharaoh": "txt", "id": "txt", "jsonl": "jsonl", "parquet": "parquet"}
 TSV_LAYOUTS = {2: ("src", "tgt"), 3: ("id", "src", "tgt"), 4: ("src", "tgt", "src_lang", "tgt_lang"),
                5: ("id", "src", "tgt", "src_lang", "tgt_lang")}
 COLUMNS = ("id", "src", "tgt", "src_lang", "tgt_lang")
@@ -141,6 +138,23 @@ def iter_pairs(path: str | os.PathLike, fmt: str, start: int = 0, start_lineno: 
         yield Pair(src, tgt, ident, src_lang, tgt_lang, pos, lineno)
 
 
+def count_rows(path: str | os.PathLike, fmt: str) -> int | None:
+    """How many rows ``path`` holds (lines, less a TSV header; Parquet: from its metadata), for a
+    progress display; None if it cannot be told cheaply."""
+    path = Path(path)
+    if fmt == "parquet":
+        try:
+            return _pyarrow()[1].ParquetFile(path).metadata.num_rows
+        except Exception:  # an unreadable file is reported by the reader, with its reason
+            return None
+    lines, last = 0, b"\n"
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            lines, last = lines + block.count(b"\n"), block[-1:]
+    lines += last != b"\n"
+    return max(lines - (fmt == "tsv" and _tsv_layout(path)[1] > 0), 0)
+
+
 def _decode(raw: bytes, pos: int, errors: str = "strict") -> str:
     """A line's text without its line end (and without the BOM of a file's first line)."""
     try:
@@ -239,10 +253,22 @@ def _tsv_parser(layout: tuple[str, ...]):
 
 def _words(value, name: str) -> list[str]:
     if isinstance(value, str):
-        return value.split()
+        return _text(value, name).split()
     if isinstance(value, list) and all(isinstance(w, str) for w in value):
-        return list(value)
+        return [_text(w, name) for w in value]
     raise ValueError(f"{name!r} must be a string or a list of strings, got {type(value).__name__}")
+
+
+def _text(value: str, name: str) -> str:
+    """``value`` if it is text; a JSON escape can decode to a lone surrogate, which is not (no
+    UTF-8 file or tokenizer can hold it), so such a row is refused here, naming the field."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        point = ord(value[exc.start])
+        raise ValueError(f"{name!r} holds a lone surrogate U+{point:04X} (JSON \\u{point:04x} without its pair), "
+                         "which is not text; fix the row or drop it") from None
+    return value
 
 
 def _ident(value) -> str | None:
@@ -250,7 +276,7 @@ def _ident(value) -> str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise ValueError(f"'id' must be a string or an integer, got {value!r}")
-    ident = str(value)
+    ident = _text(str(value), "id")
     if not ident or any(ch in ident for ch in "\t\n\r"):
         raise ValueError(f"'id' {ident!r} must be non-empty and free of tabs and newlines")
     return ident
@@ -261,7 +287,7 @@ def _lang(value, name: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise ValueError(f"{name!r} must be a string, got {value!r}")
-    return value
+    return _text(value, name)
 
 
 def _parse_jsonl(text: str):
@@ -333,131 +359,3 @@ def _parquet_pair(path: Path, data: dict, k: int, row: int, rejects: bool = Fals
             present = {c: v for c, v in values.items() if c in data}
             return Rejected(row, row + 1, str(exc), json.dumps(present, ensure_ascii=False, default=str))
         raise RowError(f"row {row + 1}: {exc}", path) from None
-
-
-# ---- shard writers ---------------------------------------------------------------------------
-
-class Record(NamedTuple):
-    """One output record: the pair's id (the input's, else its 0-based index), links, skip reason."""
-
-    id: str
-    links: Sequence[tuple[int, int]]
-    skipped: str | None = None
-
-
-class CommitOnSuccess:
-    """A `with` block commits what it wrote when it ends normally and aborts (removes the
-    temporary files) when it raises: nothing half-written is ever left in place."""
-
-    def commit(self) -> None:
-        raise NotImplementedError
-
-    def abort(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
-
-
-class ShardWriter(CommitOnSuccess):
-    """Writes one shard in pieces to a temporary file beside ``path``; ``commit()`` renames it
-    into place (atomic), ``abort()`` removes it. As a context manager: commit on success, abort on
-    an exception. Memory holds one piece, not the shard."""
-
-    def __init__(self, path: str | os.PathLike, fmt: str):
-        if fmt not in OUTPUT_FORMATS:
-            raise ValueError(f"output format {fmt!r} is not one of {', '.join(OUTPUT_FORMATS)}")
-        self.path, self.fmt = Path(path), fmt
-        self._parquet = None
-        if fmt == "parquet":
-            fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-            os.close(fd)
-        else:
-            self._context = atomic_open(self.path)
-            self._out = self._context.__enter__()
-
-    def write(self, records: Sequence[Record]) -> None:
-        if self.fmt == "parquet":
-            self._write_parquet(records)
-            return
-        lines = []
-        for rec in records:
-            if self.fmt == "pharaoh":
-                lines.append(format_line(rec.links))
-            elif self.fmt == "id":
-                lines.append(format_line(rec.links, id=rec.id))
-            else:
-                item = {"id": rec.id, "links": [list(link) for link in rec.links]}
-                if rec.skipped:
-                    item["skipped"] = rec.skipped
-                lines.append(json.dumps(item, ensure_ascii=False))
-        self._out.write("".join(line + "\n" for line in lines))
-
-    def _write_parquet(self, records: Sequence[Record]) -> None:
-        pa, pq = _pyarrow()
-        table = pa.table({
-            "id": pa.array([r.id for r in records], pa.string()),
-            "links": pa.array([[list(link) for link in r.links] for r in records], pa.list_(pa.list_(pa.int32()))),
-            "skipped": pa.array([r.skipped for r in records], pa.string()),
-        })
-        if self._parquet is None:
-            self._parquet = pq.ParquetWriter(self._tmp, table.schema)
-        self._parquet.write_table(table)
-
-    def commit(self) -> None:
-        if self.fmt != "parquet":
-            self._context.__exit__(None, None, None)
-            return
-        try:
-            if self._parquet is None:
-                self._write_parquet([])
-            self._parquet.close()
-            with open(self._tmp, "rb+") as handle:
-                os.fsync(handle.fileno())
-            os.chmod(self._tmp, 0o644)
-            os.replace(self._tmp, self.path)
-        except BaseException:
-            self.abort()
-            raise
-
-    def abort(self) -> None:
-        if self.fmt != "parquet":
-            with contextlib.suppress(RuntimeError):  # atomic_open removes its temporary file
-                self._context.__exit__(RuntimeError, RuntimeError("aborted"), None)
-            return
-        if self._parquet is not None:
-            with contextlib.suppress(Exception):
-                self._parquet.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self._tmp)
-
-
-def write_shard(path: str | os.PathLike, fmt: str, records: Sequence[Record]) -> None:
-    """Write one whole shard atomically: it appears, complete, or not at all."""
-    with ShardWriter(path, fmt) as out:
-        out.write(records)
-
-
-def read_shard(path: str | os.PathLike, fmt: str) -> list[Record]:
-    """The records of a shard (for tests and for users checking a job)."""
-    if fmt == "parquet":
-        _, pq = _pyarrow()
-        table = pq.read_table(path).to_pydict()
-        return [Record(i, [tuple(x) for x in links], s)
-                for i, links, s in zip(table["id"], table["links"], table["skipped"])]
-    out = []
-    for k, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines()):
-        if fmt == "jsonl":
-            item = json.loads(line)
-            out.append(Record(item["id"], [tuple(x) for x in item["links"]], item.get("skipped")))
-        else:
-            ident, _, body = line.rpartition("\t") if fmt == "id" else ("", "", line)
-            links = [tuple(map(int, tok.split("-"))) for tok in body.split()]
-            out.append(Record(ident if fmt == "id" else str(k), links))
-    return out

@@ -2,32 +2,38 @@
 
 ``OUTDIR/manifest.json`` records the input (path, format, size, sha256), the bundle (path and the
 sha256 of its manifest, which itself lists the sha256 of every bundle file), every option that
-can change a result, and the shards that are complete. It is rewritten atomically after each
-shard, *after* that shard's file was renamed into place: a shard listed as complete is always
-there and whole. A shard file that exists but is not listed (killed between the two renames) is
-simply aligned and written again; the result is the same. With the rejects option each shard's
-rejected rows go to ``rejects-0000k.jsonl``, renamed into place before the shard file, and the
-manifest records their count per shard (``rejected``) when it lists the shard.
+can change a result, and the shards that are complete, each with the size and sha256 of its file
+and of its rejects part (``files``) as committed. It is rewritten atomically after each shard,
+*after* that shard's files were renamed into place. A shard file that exists but is not listed
+(killed between the renames) is simply aligned and written again; the result is the same.
 
 Resuming requires the same identity (input hash and format, bundle hash, options); anything
 else is refused with the differences named, because mixing shards of two jobs would give a
-result that no single run produces.
+result that no single run produces. On resume every listed file is checked against its recorded
+size and sha256 (`damaged_shards`): a shard whose file or rejects part was truncated, extended,
+deleted, replaced by a directory or otherwise changed is aligned again, never trusted.
+
+The manifest is read strictly (`JobManifest.load`): an unknown field or a field of the wrong type
+is an error naming it, not a traceback. Version 1 manifests (no digests) are read; their shards
+have nothing to be verified against and are aligned again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transalign.formats.alignments import atomic_open
-from transalign.engine.bundle import MANIFEST_NAME, sha256_file
+from transalign.engine.bundle import MANIFEST_NAME
+from transalign.outputs import open_output
 
 JOB_FORMAT = "transalign-corpus-job"
-JOB_VERSION = 1
+JOB_VERSION = 2
 JOB_FILE = "manifest.json"
 
 
@@ -41,11 +47,13 @@ class JobManifest:
     bundle: dict[str, Any]
     options: dict[str, Any]
     completed: list[int] = field(default_factory=list)
-    # start (byte offset or Parquet row, 1-based line) of the last completed shard of the
-    # completed prefix, so a resume seeks there instead of re-reading the whole input
-    last_start: dict[str, int] | None = None
+    # where each shard that was ever committed starts ({"3": {"pos": byte offset or Parquet row,
+    # "lineno": 1-based line}}), so a resume seeks instead of re-reading the whole input
+    starts: dict[str, dict[str, int]] = field(default_factory=dict)
     # rows set aside per complete shard ({"0": 2, ...}), with the rejects option only
     rejected: dict[str, int] = field(default_factory=dict)
+    # size and sha256 of every committed file of a complete shard ({"part-00000.txt": {...}})
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
     shards: int | None = None  # known once the whole input was read
     pairs: int | None = None  # output records: input rows less the rejected ones
     complete: bool = False
@@ -57,7 +65,7 @@ class JobManifest:
                 "bundle": {"manifest_sha256": self.bundle["manifest_sha256"]}, "options": self.options}
 
     def save(self, outdir: Path) -> None:
-        with atomic_open(outdir / JOB_FILE) as out:
+        with open_output(outdir / JOB_FILE) as out:
             json.dump(asdict(self), out, indent=1, sort_keys=True)
             out.write("\n")
 
@@ -66,19 +74,91 @@ class JobManifest:
         path = outdir / JOB_FILE
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:
             raise JobError(f"{path}: cannot read the job manifest ({exc})") from None
-        if data.get("format") != JOB_FORMAT or data.get("format_version") != JOB_VERSION:
+        if not isinstance(data, dict) or data.get("format") != JOB_FORMAT \
+                or data.get("format_version") not in (1, JOB_VERSION):
             raise JobError(f"{path} is not a version {JOB_VERSION} {JOB_FORMAT} manifest")
+        if data["format_version"] == 1:
+            data = _upgrade_v1(data)
+        check_fields(data, SCHEMA, path)
         return cls(**data)
+
+
+# The manifest's fields and their types: a type (or tuple), {"field": spec} for an object with
+# exactly these fields, ("list", spec) and ("map", spec) for a list / an object of any keys.
+_DIGEST = {"bytes": int, "sha256": str}
+SCHEMA: dict[str, Any] = {
+    "input": {"path": str, "format": str, "size": int, "sha256": str},
+    "bundle": {"path": str, "manifest_sha256": str},
+    "options": ("map", (str, int, float, bool, type(None))),
+    "completed": ("list", int), "starts": ("map", {"pos": int, "lineno": int}), "rejected": ("map", int),
+    "files": ("map", _DIGEST), "shards": (int, type(None)), "pairs": (int, type(None)), "complete": bool,
+    "format": str, "format_version": int,
+}
+
+
+def check_fields(value: Any, spec: Any, path: Path, name: str = "") -> None:
+    """Raise `JobError` naming the first field of ``value`` that ``spec`` does not allow."""
+    where = f"{path}: field {name!r}" if name else f"{path}:"
+    if isinstance(spec, dict):
+        if not isinstance(value, dict):
+            raise JobError(f"{where} must be an object, got {type(value).__name__}")
+        for key in value:
+            if key not in spec:
+                raise JobError(f"{path}: unknown field {_join(name, key)!r} (known: {', '.join(sorted(spec))}); "
+                               "this manifest was not written by this transalign version or was edited")
+        for key, sub in spec.items():
+            if key not in value:
+                raise JobError(f"{path}: missing field {_join(name, key)!r}")
+            check_fields(value[key], sub, path, _join(name, key))
+    elif isinstance(spec, tuple) and spec and spec[0] in ("list", "map"):
+        kind, sub = spec
+        if not isinstance(value, list if kind == "list" else dict):
+            raise JobError(f"{where} must be {'a list' if kind == 'list' else 'an object'}, "
+                           f"got {type(value).__name__}")
+        items = enumerate(value) if kind == "list" else value.items()
+        for key, item in items:
+            check_fields(item, sub, path, f"{name}[{key}]" if kind == "list" else _join(name, str(key)))
+    else:
+        types = spec if isinstance(spec, tuple) else (spec,)
+        # bool is an int in Python; a JSON true is not a count, nor 1 a flag
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            expected = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise JobError(f"{where} must be {expected}, got {json.dumps(value)[:60]}")
+
+
+def _join(name: str, key: str) -> str:
+    return f"{name}.{key}" if name else key
+
+
+def _upgrade_v1(data: dict) -> dict:
+    """A version 1 manifest as version 2: no digests (its shards will be aligned again)."""
+    data = dict(data, format_version=JOB_VERSION, files={}, starts={})
+    if isinstance(data.get("options"), dict):  # options added since, at the values that meant v1's behaviour
+        data["options"] = {"method": None, "word_level": None, "scores": False, **data["options"]}
+    last = data.pop("last_start", None)
+    if isinstance(last, dict) and {"shard", "pos", "lineno"} <= set(last):
+        data["starts"] = {str(last["shard"]): {"pos": last["pos"], "lineno": last["lineno"]}}
+    return data
+
+
+def file_digest(path: Path) -> dict[str, Any]:
+    """{"bytes", "sha256"} of a file, streamed."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+    return {"bytes": size, "sha256": digest.hexdigest()}
 
 
 def describe_job(input_path: Path, input_format: str, bundle: Path, options: dict[str, Any]) -> JobManifest:
     """A fresh manifest for this job (hashes the input once: a streaming read)."""
     return JobManifest(
         input={"path": str(input_path.resolve()), "format": input_format, "size": input_path.stat().st_size,
-               "sha256": sha256_file(input_path)},
-        bundle={"path": str(bundle.resolve()), "manifest_sha256": sha256_file(bundle / MANIFEST_NAME)},
+               "sha256": file_digest(input_path)["sha256"]},
+        bundle={"path": str(bundle.resolve()), "manifest_sha256": file_digest(bundle / MANIFEST_NAME)["sha256"]},
         options=dict(options),
     )
 
@@ -110,6 +190,51 @@ def prepare_outdir(outdir: Path, job: JobManifest, resume: bool) -> JobManifest:
     _remove_temporaries(outdir)
     job.save(outdir)
     return job
+
+
+def damaged_shards(job: JobManifest, outdir: Path, names) -> dict[int, str]:
+    """{shard: what is wrong} for every complete shard whose files (``names(k)``: the shard's
+    file names that must match their digests) are not exactly as committed."""
+    damaged = {}
+    for k in job.completed:
+        for name in names(k):
+            problem = _check_file(outdir / name, job.files.get(name))
+            if problem:
+                damaged[k] = f"{name} {problem}"
+                break
+    return damaged
+
+
+def _check_file(path: Path, recorded: dict | None) -> str | None:
+    if recorded is None:
+        return "has no recorded size and sha256 (a version 1 manifest)"
+    if path.is_symlink() or not path.exists():
+        return "is missing" if not path.is_symlink() else "is a symbolic link, not the file written"
+    if not path.is_file():
+        return "is not a regular file"
+    actual = file_digest(path)
+    if actual["bytes"] != recorded["bytes"]:
+        return f"has {actual['bytes']} bytes, {recorded['bytes']} were written"
+    if actual["sha256"] != recorded["sha256"]:
+        return "has other content than was written (sha256 differs)"
+    return None
+
+
+def forget_shard(job: JobManifest, outdir: Path, k: int, names) -> None:
+    """Drop shard ``k`` from the complete ones and remove what is at its files' names (a damaged
+    file, or a directory put in its place), so it is aligned and written again."""
+    files = list(names(k))  # before the shard's record goes
+    job.completed = [c for c in job.completed if c != k]
+    job.rejected.pop(str(k), None)
+    job.complete = False
+    for name in files:
+        job.files.pop(name, None)
+        path = outdir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:

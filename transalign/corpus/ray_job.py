@@ -9,12 +9,12 @@ loading the model once -> write):
                       -> the driver writes each shard atomically  (in order: preserve_order),
                                                                   a chunk at a time
 
-The driver first streams the input once (``scan_shards``): it validates every row (errors name
-the file and line before any actor starts) and records where each shard starts, so read tasks
-seek straight to their shard. With the rejects option, rejected rows travel through the pipeline
-in their place (a ``reject`` column, no alignment), actors add the rows they cannot align
-(unknown language, too long), and the driver writes each shard's rejects part with the shard
-(``job.ShardOutput``), exactly as in process. An actor that dies is restarted by Ray and its batch retried
+The driver first streams the input once (``scan_shards``): without the rejects option it
+validates every row (errors name the file and line before any actor starts) and records where each shard starts, so read tasks
+seek straight to their shard. Rejected rows travel through the pipeline in their place (a ``reject``
+column, no alignment), actors add the rows they cannot align (unknown language, too long), and the
+driver writes each shard (and its rejects part) from the ordered stream
+(``shards.write_shard``), exactly as in process; the job's row policy is applied there, once. An actor that dies is restarted by Ray and its batch retried
 (Ray Data's defaults for actor pools); the output cannot hold a pair twice because the driver
 writes each shard once from the ordered stream. ``ray`` and ``pyarrow`` come with the ``ray``
 extra and are imported only here.
@@ -25,9 +25,10 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from transalign.corpus.formats import Pair, Record, Rejected, iter_pairs
-from transalign.corpus.job import CHUNK_PAIRS, AlignSettings, ShardOutput, align_pairs, batched, record_shard, \
-    shard_name
+from transalign.corpus.formats import Pair, Rejected, _words, iter_pairs
+from transalign.corpus.shards import AlignSettings, RowPolicy, align_pairs, chunks, language_problem, record_shard, \
+    shard_log, write_shard
+from transalign.corpus.writers import Record
 
 __all__ = ["AlignBatch", "align_dataset", "run_on_ray"]
 
@@ -38,7 +39,8 @@ class AlignBatch:
     A batch (pyarrow table) has columns ``src`` and ``tgt`` (strings split on whitespace, or
     lists of words) and optionally ``src_lang``, ``tgt_lang`` (per-row codes overriding the
     defaults) and ``lineno`` (for messages); it comes back with a ``links`` column (list of
-    [source word, target word]) and, with on_too_long="skip", a ``skipped`` column.
+    [source word, target word]), with on_too_long="skip" a ``skipped`` column and with
+    ``scores`` a ``scores`` column.
 
     ``rejects=True``: a row that cannot be aligned (unknown language code; too long, unless
     on_too_long="skip") comes back with no links and the reason in a ``reject`` column instead of
@@ -48,18 +50,20 @@ class AlignBatch:
     def __init__(self, bundle: str, provider: str = "auto", precision: str = "fp32", threads: int | None = None,
                  src_lang: str | None = None, tgt_lang: str | None = None, threshold: float | None = None,
                  batch_tokens: int | None = None, on_too_long: str = "error", input_name: str = "dataset",
-                 output_columns: list[str] | None = None, rejects: bool = False):
+                 output_columns: list[str] | None = None, rejects: bool = False, method: str | None = None,
+                 word_level: str | None = None, scores: bool = False):
         from transalign.engine.aligner import Aligner
+        from transalign.engine.options import LoadOptions, check_length_policy, resolve_extraction
 
-        self.aligner = Aligner.load(bundle, provider=provider, precision=precision, threads=threads)
-        self.settings = AlignSettings(src_lang, tgt_lang, threshold, batch_tokens, on_too_long == "skip", input_name,
-                                      rejects)
+        load = LoadOptions(precision=precision, provider=provider, threads=threads, batch_tokens=batch_tokens)
+        self.aligner = Aligner.load(bundle, options=load)
+        extraction = resolve_extraction(self.aligner.manifest, method, word_level, threshold, scores)
+        self.settings = AlignSettings(extraction, src_lang, tgt_lang, check_length_policy(on_too_long) == "skip",
+                                      RowPolicy(rejects, input_name))
         self.output_columns = output_columns
 
     def __call__(self, batch):
         import pyarrow as pa
-
-        from transalign.corpus.formats import _words
 
         names = set(batch.column_names)
         column = {c: batch.column(c).to_pylist() if c in names else [None] * batch.num_rows
@@ -70,15 +74,20 @@ class AlignBatch:
                       column["tgt_lang"][k], 0, column["lineno"][k]) for k in members]
         links: list[list] = [[] for _ in range(batch.num_rows)]
         skipped: list[str | None] = [None] * batch.num_rows
+        scores: list[list | None] = [None] * batch.num_rows
         for k, result in zip(members, align_pairs(self.aligner, pairs, members, self.settings)):
+            result = self.settings.policy.settle(result)
             if isinstance(result, Rejected):
                 reject[k] = result.reason
             else:
                 links[k], skipped[k] = [list(link) for link in result.links], result.skipped
+                scores[k] = None if result.scores is None else [float(v) for v in result.scores]
         batch = batch.append_column("links", pa.array(links, pa.list_(pa.list_(pa.int32()))))
         if self.settings.skip_long:
             batch = batch.append_column("skipped", pa.array(skipped, pa.string()))
-        if self.settings.rejects:
+        if self.settings.extraction.scores:
+            batch = batch.append_column("scores", pa.array(scores, pa.list_(pa.float64())))
+        if self.settings.policy.rejects:
             reasons = pa.array(reject, pa.string())
             batch = (batch.set_column(batch.column_names.index("reject"), "reject", reasons) if "reject" in names
                      else batch.append_column("reject", reasons))
@@ -89,7 +98,8 @@ def align_dataset(ds, bundle: str | Path, *, src_lang: str | None = None, tgt_la
                   precision: str = "fp32", provider: str = "auto", threshold: float | None = None,
                   batch_tokens: int | None = None, on_too_long: str = "error", workers: int = 1,
                   gpus_per_worker: float = 0.0, threads: int | None = None, batch_size: int | None = 4096,
-                  output_columns: list[str] | None = None, input_name: str = "dataset", rejects: bool = False):
+                  output_columns: list[str] | None = None, input_name: str = "dataset", rejects: bool = False,
+                  method: str | None = None, word_level: str | None = None, scores: bool = False):
     """``ds`` (a ``ray.data.Dataset`` with src/tgt columns) -> the same rows with a ``links`` column.
 
     ``workers`` actors (``concurrency``), each with its own Aligner, ``threads`` CPUs (``num_cpus``
@@ -98,6 +108,7 @@ def align_dataset(ds, bundle: str | Path, *, src_lang: str | None = None, tgt_la
     ``output_columns``: keep only these (e.g. ["id", "links"]) instead of every input column;
     ``input_name`` is named in error messages (with the row's ``lineno`` column when present).
     ``rejects``: rows that cannot be aligned get a ``reject`` reason instead of failing (AlignBatch).
+    ``method``, ``word_level``, ``threshold`` (None: the bundle's) and ``scores``: `Aligner.align`'s.
     """
     remote_args = {"num_cpus": threads or 1}
     if gpus_per_worker:
@@ -107,41 +118,39 @@ def align_dataset(ds, bundle: str | Path, *, src_lang: str | None = None, tgt_la
         fn_constructor_kwargs={"bundle": str(bundle), "provider": provider, "precision": precision,
                                "threads": threads or 1, "src_lang": src_lang, "tgt_lang": tgt_lang,
                                "threshold": threshold, "batch_tokens": batch_tokens, "on_too_long": on_too_long,
-                               "output_columns": output_columns, "input_name": input_name, "rejects": rejects},
+                               "output_columns": output_columns, "input_name": input_name, "rejects": rejects,
+                               "method": method, "word_level": word_level, "scores": scores},
         **remote_args)
 
 
-def scan_shards(input_path: Path, fmt: str, shard_pairs: int, settings: AlignSettings, bundle: str):
-    """Stream the input once: [(start pos, start line, rows)] per shard; checks every row and
-    every language code (with the bundle's tokenizer) so errors come before any actor starts.
-    With the rejects option nothing is raised: the read tasks and actors reject those rows."""
-    from transalign.corpus.formats import RowError
+def scan_shards(input_path: Path, settings: AlignSettings, shard_pairs: int, bundle: Path):
+    """Stream the input once: [(start pos, start line, rows)] per shard. Without the rejects
+    option every row and language code is checked by the job's row policy here, so an error
+    comes before any actor starts; with it the read tasks and actors set such rows aside."""
     from transalign.engine.bundle import read_manifest
-    from transalign.engine.tokenizers import load_tokenizer
 
     manifest = read_manifest(bundle, verify_hashes=False)
-    tokenizer = load_tokenizer(bundle, manifest.tokenizer)
     checked: set = set()
     starts = []
-    for shard in batched(iter_pairs(input_path, fmt, rejects=settings.rejects), shard_pairs):
+    for shard in chunks(iter_pairs(input_path, settings.input_format, rejects=True), shard_pairs):
         starts.append((shard[0].pos, shard[0].lineno, len(shard)))
-        if settings.rejects:
+        if settings.policy.rejects:
             continue
-        for pair in shard:
-            for lang in (pair.src_lang or settings.src_lang, pair.tgt_lang or settings.tgt_lang):
-                if lang not in checked:
-                    try:
-                        tokenizer.check_lang(lang)
-                    except ValueError as exc:
-                        raise RowError(str(exc), input_path, pair.lineno) from None
-                    checked.add(lang)
+        for row in shard:
+            settings.policy.settle(row)
+            codes = (row.src_lang or settings.src_lang, row.tgt_lang or settings.tgt_lang)
+            if codes not in checked:
+                reason = language_problem(manifest, *codes)
+                if reason is not None:
+                    settings.policy.settle(Rejected(row.pos, row.lineno, reason))
+                checked.add(codes)
     return starts
 
 
-def read_shard_rows(batch, path: str, fmt: str, shard_pairs: int, rejects: bool = False):
+def read_shard_rows(batch, path: str, fmt: str, shard_pairs: int):
     """Ray task (a generator): the rows of the shards described in ``batch``, CHUNK_PAIRS at a time.
-    ``index`` is the row's position in the input; a row rejected by the reader (rejects option)
-    keeps its place, with empty src/tgt and its reason in ``reject``."""
+    ``index`` is the row's position in the input; a row rejected by the reader keeps its place,
+    with empty src/tgt and its reason in ``reject``."""
     import pyarrow as pa
 
     types = {"shard": pa.int64(), "index": pa.int64(), "id": pa.string(), "src": pa.list_(pa.string()),
@@ -149,12 +158,12 @@ def read_shard_rows(batch, path: str, fmt: str, shard_pairs: int, rejects: bool 
              "pos": pa.int64(), "reject": pa.string(), "raw": pa.string()}
     for shard, pos, lineno, count in zip(batch["shard"], batch["pos"], batch["lineno"], batch["count"]):
         shard = int(shard)
-        reader = enumerate(itertools.islice(iter_pairs(path, fmt, int(pos), int(lineno), rejects=rejects),
-                                            int(count)), start=shard * shard_pairs)
-        while chunk := list(itertools.islice(reader, CHUNK_PAIRS)):
+        reader = enumerate(itertools.islice(iter_pairs(path, fmt, int(pos), int(lineno), rejects=True), int(count)),
+                           start=shard * shard_pairs)
+        for chunk in chunks(reader):
             pairs = [(i, p if isinstance(p, Pair) else None, p) for i, p in chunk]
             rows = {"shard": [shard] * len(chunk), "index": [i for i, _ in chunk],
-                    "id": [(p and p.id) or str(i) for i, p, _ in pairs],
+                    "id": [p.id if p else None for _, p, _ in pairs],  # None: the row position
                     "src": [p.src if p else [] for _, p, _ in pairs], "tgt": [p.tgt if p else [] for _, p, _ in pairs],
                     "src_lang": [p and p.src_lang for _, p, _ in pairs],
                     "tgt_lang": [p and p.tgt_lang for _, p, _ in pairs],
@@ -164,8 +173,8 @@ def read_shard_rows(batch, path: str, fmt: str, shard_pairs: int, rejects: bool 
             yield pa.table({name: pa.array(values, types[name]) for name, values in rows.items()})
 
 
-def run_on_ray(job, input_path: Path, fmt: str, outdir: Path, settings: AlignSettings, load: dict, *,
-               address, workers: int, gpus_per_worker: float, log) -> tuple[int, int, int]:
+def run_on_ray(job, input_path: Path, outdir: Path, settings: AlignSettings, load, bundle: Path, *, address,
+               workers: int, gpus_per_worker: float, log, progress=None) -> tuple[int, int, int]:
     """Align the shards ``job`` lacks on Ray; returns (shards written, pairs skipped, input rows)."""
     try:
         import ray
@@ -173,12 +182,13 @@ def run_on_ray(job, input_path: Path, fmt: str, outdir: Path, settings: AlignSet
     except ImportError:
         raise ImportError("corpus jobs on Ray need Ray Data and pyarrow: pip install 'transalign[ray]'") from None
 
-    shard_pairs, output_format = job.options["shard_pairs"], job.options["output_format"]
-    starts = scan_shards(input_path, fmt, shard_pairs, settings, load["bundle"])
+    shard_pairs = job.options["shard_pairs"]
+    starts = scan_shards(input_path, settings, shard_pairs, bundle)
     job.shards, rows = len(starts), sum(count for _, _, count in starts)
     pending = [k for k in range(len(starts)) if k not in set(job.completed)]
     if not pending:
         return 0, 0, rows
+    bar = None if progress is None else progress(sum(starts[k][2] for k in pending)).update
     started = False
     if not ray.is_initialized():
         ray.init(address=None if address is True else address, include_dashboard=False)
@@ -190,22 +200,32 @@ def run_on_ray(job, input_path: Path, fmt: str, outdir: Path, settings: AlignSet
         items = [{"shard": k, "pos": starts[k][0], "lineno": starts[k][1], "count": starts[k][2]} for k in pending]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = ds.map_batches(read_shard_rows, batch_size=1, batch_format="numpy",
-                            fn_kwargs={"path": str(input_path), "fmt": fmt, "shard_pairs": shard_pairs,
-                                       "rejects": settings.rejects})
+                            fn_kwargs={"path": str(input_path), "fmt": settings.input_format,
+                                       "shard_pairs": shard_pairs})
         # batch_size=None: one shard per actor task. Ray Data fuses the read and align steps and
         # bundles max(both batch sizes) *input* rows per task; each input row is a shard
         # descriptor, so a batch size of N rows put N whole shards into one task -- with the
         # defaults every shard of the job in one task, on one actor, returned only at its end.
-        keep = ["shard", "index", "id", "links"] + (["skipped"] if settings.skip_long else []) \
-            + (["lineno", "pos", "reject", "raw"] if settings.rejects else [])
-        ds = align_dataset(ds, load["bundle"], src_lang=settings.src_lang, tgt_lang=settings.tgt_lang,
-                           precision=load["precision"], provider=load["provider"], threshold=settings.threshold,
-                           batch_tokens=settings.batch_tokens, on_too_long="skip" if settings.skip_long else "error",
-                           workers=workers, gpus_per_worker=gpus_per_worker, threads=load["threads"],
-                           batch_size=None, output_columns=keep,
-                           input_name=str(input_path), rejects=settings.rejects)
-        written, skipped = _write_in_order(ds, job, pending, starts, outdir, output_format, shard_pairs, log,
-                                           input_path, fmt, settings.rejects)
+        keep = ["shard", "index", "id", "links", "lineno", "pos", "reject", "raw"] \
+            + (["skipped"] if settings.skip_long else []) + (["scores"] if settings.extraction.scores else [])
+        e = settings.extraction
+        ds = align_dataset(ds, bundle, src_lang=settings.src_lang, tgt_lang=settings.tgt_lang,
+                           precision=load.precision, provider=load.provider,
+                           threshold=e.threshold if e.method == "softmax" else None, method=e.method,
+                           word_level=e.word_level, scores=e.scores, batch_tokens=load.batch_tokens,
+                           on_too_long="skip" if settings.skip_long else "error", workers=workers,
+                           gpus_per_worker=gpus_per_worker, threads=load.threads, batch_size=None,
+                           output_columns=keep, input_name=settings.input_name, rejects=True)
+        written = skipped = 0
+        stream = _rows(ds, bar)
+        for k in pending:
+            result = write_shard(outdir, k, settings, chunks(_shard_rows(stream, k, shard_pairs, starts[k][2])),
+                                 input_path)
+            record_shard(job, outdir, k, starts[k][:2], result, settings.policy.rejects)
+            written, skipped = written + 1, skipped + result.skipped
+            log(shard_log(k, settings.output_format, result))
+        if next(stream, None) is not None:
+            raise RuntimeError("Ray returned more rows than the input holds")
         return written, skipped, rows
     except Exception as exc:
         error = _user_error(exc)
@@ -218,53 +238,32 @@ def run_on_ray(job, input_path: Path, fmt: str, outdir: Path, settings: AlignSet
             ray.shutdown()
 
 
-def _write_in_order(ds, job, pending, starts, outdir, output_format, shard_pairs, log, input_path, fmt,
-                    rejects) -> tuple[int, int]:
-    """Write the ordered stream of aligned rows into shards (and rejects parts), one chunk at a
-    time; every row of every pending shard must come back exactly once, in order."""
-    expected = iter(pending)
-    current, writer, buffer, count = None, None, [], 0
-    written = skipped = 0
-    try:
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            data = batch.to_pydict()
-            none = [None] * batch.num_rows
-            for shard, index, ident, links, skip, lineno, pos, reject, raw in zip(
-                    data["shard"], data["index"], data["id"], data["links"], data.get("skipped") or none,
-                    data.get("lineno") or none, data.get("pos") or none, data.get("reject") or none,
-                    data.get("raw") or none):
-                if current is None:
-                    current, count = next(expected, None), 0
-                    if current is None:
-                        raise RuntimeError(f"Ray returned more rows than the input holds (row {index} of shard "
-                                           f"{shard} after the last pending shard)")
-                    writer = ShardOutput(outdir, current, output_format, input_path, fmt)
-                if shard != current or index != current * shard_pairs + count:
-                    raise RuntimeError(f"Ray returned row {index} of shard {shard} out of order "
-                                       f"(expected row {current * shard_pairs + count} of shard {current})")
-                buffer.append(Rejected(pos, lineno, reject, raw) if reject is not None
-                              else Record(ident, [tuple(link) for link in links], skip))
-                count += 1
-                if len(buffer) >= CHUNK_PAIRS or count == starts[current][2]:
-                    writer.write(buffer)
-                    buffer = []
-                if count == starts[current][2]:
-                    writer.commit()
-                    skipped += writer.skipped
-                    record_shard(job, outdir, current, Pair([], [], None, None, None, *starts[current][:2]),
-                                 writer.rejected if rejects else None)
-                    written += 1
-                    log(f"{shard_name(current, output_format)}: {count - writer.rejected} pairs"
-                        + (f", {writer.rejected} rejected" if writer.rejected else ""))
-                    writer = None
-                    current = None
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    if current is not None or next(expected, None) is not None:
-        raise RuntimeError("Ray returned fewer pairs than the input holds")
-    return written, skipped
+def _rows(ds, progress):
+    """(shard, index, Record | Rejected) for every row of the ordered stream."""
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        data = batch.to_pydict()
+        none = [None] * batch.num_rows
+        for shard, index, ident, links, skip, scores, lineno, pos, reject, raw in zip(
+                data["shard"], data["index"], data["id"], data["links"], data.get("skipped") or none,
+                data.get("scores") or none, data["lineno"], data["pos"], data["reject"], data["raw"]):
+            yield shard, index, (Rejected(pos, lineno, reject, raw) if reject is not None
+                                 else Record(index if ident is None else ident, [tuple(link) for link in links], skip,
+                                             scores))
+        if progress is not None:
+            progress(batch.num_rows)
+
+
+def _shard_rows(stream, k: int, shard_pairs: int, count: int):
+    """The ``count`` rows of shard ``k`` from ``stream``: each must come exactly once, in order."""
+    for n in range(count):
+        row = next(stream, None)
+        if row is None:
+            raise RuntimeError(f"Ray returned fewer rows than the input holds (shard {k} ends at row {n} of {count})")
+        shard, index, item = row
+        if shard != k or index != k * shard_pairs + n:
+            raise RuntimeError(f"Ray returned row {index} of shard {shard} out of order "
+                               f"(expected row {k * shard_pairs + n} of shard {k})")
+        yield item
 
 
 def _user_error(exc: BaseException) -> BaseException:
