@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -35,6 +37,11 @@ TA_OK, TA_ERR_ARGUMENT, TA_ERR_BUNDLE, TA_ERR_HASH, TA_ERR_UNSUPPORTED, TA_ERR_L
 
 class Sentence(ctypes.Structure):
     _fields_ = [("words", ctypes.POINTER(ctypes.c_char_p)), ("n_words", ctypes.c_size_t)]
+
+
+class SizedSentence(ctypes.Structure):
+    _fields_ = [("words", ctypes.POINTER(ctypes.c_char_p)), ("lengths", ctypes.POINTER(ctypes.c_size_t)),
+                ("n_words", ctypes.c_size_t)]
 
 
 class OpenOptions(ctypes.Structure):
@@ -80,6 +87,21 @@ def lib() -> ctypes.CDLL:
     lib.ta_tokens_word_ids.restype = ctypes.POINTER(ctypes.c_int32)
     lib.ta_tokens_free.argtypes = [P]
     lib.ta_aligner_has_language.argtypes = [P, ctypes.c_char_p]
+    size_p = ctypes.POINTER(ctypes.c_size_t)
+    lib.ta_align_sized.argtypes = [P, ctypes.POINTER(SizedSentence), ctypes.POINTER(SizedSentence), ctypes.c_size_t,
+                                   ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(AlignOptions), ctypes.POINTER(P)]
+    lib.ta_tokenize_sized.argtypes = [P, ctypes.POINTER(SizedSentence), ctypes.c_char_p, ctypes.POINTER(P)]
+    lib.ta_aligner_get_language.argtypes = [P, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]
+    lib.ta_aligner_get_default_threshold.argtypes = [P, ctypes.POINTER(ctypes.c_double)]
+    lib.ta_aligner_get_max_positions.argtypes = [P, ctypes.POINTER(ctypes.c_int)]
+    lib.ta_aligner_get_provider.argtypes = [P, ctypes.POINTER(ctypes.c_char_p)]
+    for name in ("ta_aligner_get_max_sentence_chars", "ta_aligner_get_batch_tokens", "ta_aligner_get_batch_overhead"):
+        getattr(lib, name).argtypes = [P, size_p]
+    lib.ta_result_get_skipped.argtypes = [P, ctypes.c_size_t, ctypes.POINTER(ctypes.c_int)]
+    lib.ta_result_pharaoh.argtypes = [P, ctypes.c_size_t]
+    lib.ta_result_pharaoh.restype = ctypes.c_char_p
+    lib.ta_result_pharaoh_into.argtypes = [P, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t, size_p]
+    lib.ta_plan_batches.argtypes = [size_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t, size_p, size_p, size_p]
     return lib
 
 
@@ -430,6 +452,165 @@ def test_null_pointers(lib, fp32):
     bad_size = OpenOptions()
     assert lib.ta_open(b"/nowhere", ctypes.byref(bad_size), ctypes.byref(out)) == TA_ERR_ARGUMENT
     assert b"struct_size" in lib.ta_errmsg()
+
+
+# -- faults (issue 24): the tool never destroys its input; manifests are checked -----------------
+
+
+def _tool(bundle, src, tgt, *extra, cwd=None):
+    return subprocess.run([str(BUILD / "transalign-align"), str(bundle), "--src", str(src), "--tgt", str(tgt),
+                           "--src-lang", "bam_Latn", "--tgt-lang", "eng_Latn", "--threads", "1", *map(str, extra)],
+                          capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.fixture
+def pair_files(tmp_path):
+    src = _write_lines(tmp_path / "in.src", [["Ne", "bɛ", "taa"], ["x", "y"]])
+    tgt = _write_lines(tmp_path / "in.tgt", [["I", "am", "going"], ["z", "w"]])
+    return src, tgt
+
+
+def test_output_that_is_an_input_is_refused_before_any_work(lib, tiny_bundle, tmp_path, pair_files):
+    """The same file by device and inode: by name, another path, a symlink or a hard link to it."""
+    src, tgt = pair_files
+    before = src.read_bytes(), tgt.read_bytes()
+    (tmp_path / "link").symlink_to(src)
+    os.link(tgt, tmp_path / "hard")
+    (tmp_path / "sub").mkdir()
+    for out in (src, tmp_path / "sub" / ".." / "in.tgt", tmp_path / "link", tmp_path / "hard"):
+        run = _tool(tiny_bundle / "missing", src, tgt, "-o", out)  # refused before the bundle is opened
+        assert run.returncode == 1, run.stderr
+        assert "is also an input" in run.stderr and "destroy the input" in run.stderr, run.stderr
+    assert (src.read_bytes(), tgt.read_bytes()) == before
+    assert (tmp_path / "link").is_symlink() and os.stat(tmp_path / "hard").st_nlink == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hard", "in.src", "in.tgt", "link", "sub"]  # no temporaries
+
+
+def test_output_symlink_stays_a_link_and_hard_links_are_rewritten_in_place(lib, tiny_bundle, tmp_path, pair_files):
+    src, tgt = pair_files
+    expected = _tool(tiny_bundle, src, tgt).stdout
+    assert expected.count("\n") == 2
+    target = tmp_path / "target.align"
+    target.write_text("old\n")
+    target.chmod(0o640)
+    (tmp_path / "link.align").symlink_to("target.align")  # relative, as users make them
+    run = _tool(tiny_bundle, src, tgt, "-o", tmp_path / "link.align")
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "link.align").is_symlink() and os.readlink(tmp_path / "link.align") == "target.align"
+    assert target.read_text() == expected and stat.S_IMODE(target.stat().st_mode) == 0o640
+    os.link(target, tmp_path / "other.align")
+    target.write_text("old\n")
+    run = _tool(tiny_bundle, src, tgt, "-o", target)
+    assert run.returncode == 0, run.stderr
+    assert os.stat(target).st_nlink == 2 and (tmp_path / "other.align").read_text() == expected
+    assert os.path.samefile(target, tmp_path / "other.align")
+    run = _tool(tiny_bundle, src, tgt, "-o", tmp_path / "new.align", cwd=tmp_path)
+    assert run.returncode == 0 and (tmp_path / "new.align").read_text() == expected
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "new.align").stat().st_mode) == 0o666 & ~umask
+    run = _tool(tiny_bundle, src, tgt, "-o", tmp_path)
+    assert run.returncode == 1 and "is a directory" in run.stderr
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_directory_as_input_says_so(lib, tiny_bundle, tmp_path, pair_files):
+    run = _tool(tiny_bundle, tmp_path, pair_files[1])
+    assert run.returncode == 1 and f"{tmp_path}: is a directory, expected a text file" in run.stderr, run.stderr
+    run = _tool(tiny_bundle, tmp_path / "nothing.txt", pair_files[1])
+    assert run.returncode == 1 and "nothing.txt: file not found" in run.stderr, run.stderr
+
+
+def test_a_line_with_nul_is_aligned_as_python_aligns_it(lib, tiny_bundle, tmp_path, python_tokenizer):
+    """U+0000 is not whitespace for str.split(): it stays inside its word, as in Python, which
+    tokenizes it (to <unk> here); the tool passes words with their lengths (ta_align_sized)."""
+    src, tgt = tmp_path / "nul.src", tmp_path / "nul.tgt"
+    src.write_bytes(b"a\x00b c\n\x00\nx \x00 y\n")
+    tgt.write_bytes(b"I am\nz\nw v\n")
+    c_out, py_out = tmp_path / "c.align", tmp_path / "py.align"
+    run = _tool(tiny_bundle, src, tgt, "-o", c_out)
+    assert run.returncode == 0, run.stderr
+    assert transalign_main(["align", str(tiny_bundle), "--src", str(src), "--tgt", str(tgt), "--src-lang", "bam_Latn",
+                            "--tgt-lang", "eng_Latn", "--provider", "cpu", "-o", str(py_out)]) == 0
+    assert c_out.read_bytes() == py_out.read_bytes() and c_out.read_bytes().count(b"\n") == 3
+    assert python_tokenizer.encode(["a\x00b"], "eng_Latn")[0].tolist() != python_tokenizer.encode(["a"], "eng_Latn")[0].tolist()
+
+
+def test_sized_words_carry_nul_like_python(lib, fp32, python_tokenizer):
+    for words in (["a\x00b"], ["\x00"], ["x", "\x00", "y"], ["<unk>\x00</s>"]):
+        data = [w.encode() for w in words]
+        array = (ctypes.c_char_p * len(data))(*data)
+        lengths = (ctypes.c_size_t * len(data))(*map(len, data))
+        out = ctypes.c_void_p()
+        sentence = SizedSentence(array, lengths, len(data))
+        assert lib.ta_tokenize_sized(fp32.handle, ctypes.byref(sentence), b"eng_Latn", ctypes.byref(out)) == TA_OK
+        n = lib.ta_tokens_count(out)
+        got = [lib.ta_tokens_ids(out)[k] for k in range(n)], [lib.ta_tokens_word_ids(out)[k] for k in range(n)]
+        lib.ta_tokens_free(out)
+        ids, wids = python_tokenizer.encode(words, "eng_Latn")
+        assert got == (ids.tolist(), wids.tolist()), words
+
+
+BAD_MANIFESTS = [
+    (lambda m: m["tokenizer"].update(eos_id=-5), "'tokenizer.eos_id' is -5"),
+    (lambda m: m["tokenizer"].update(pad_id=10**6), "'tokenizer.pad_id' is 1000000"),
+    (lambda m: m["tokenizer"].update(unk_id=-1), "'tokenizer.unk_id' is -1"),
+    (lambda m: m["tokenizer"]["lang_code_ids"].update(eng_Latn=10**9), "'tokenizer.lang_code_ids.eng_Latn' is 1000000000"),
+    (lambda m: m["tokenizer"]["added_tokens"].update({"</s>": 5000}), "'tokenizer.added_tokens.</s>' is 5000"),
+    (lambda m: m.update(max_positions=100000), "'max_positions' is 100000"),
+    (lambda m: m.update(max_positions=1), "'max_positions' is 1"),
+    (lambda m: m.update(hidden_size=-1), "'hidden_size' is -1"),
+    (lambda m: m.update(default_threshold=2.0), "'default_threshold' is 2.0, not in [0, 1)"),
+    (lambda m: m.update(default_threshold=-0.5), "'default_threshold' is -0.5, not in [0, 1)"),
+]
+
+
+@pytest.mark.parametrize("edit,fragment", BAD_MANIFESTS, ids=[f for _, f in BAD_MANIFESTS])
+def test_manifest_fields_out_of_range_are_refused_naming_the_field(lib, tiny_bundle, tmp_path, edit, fragment):
+    _open_fails(lib, _copy_bundle(tiny_bundle, tmp_path, edit), TA_ERR_BUNDLE, fragment)
+
+
+def test_manifest_symlink_out_of_the_bundle_is_refused(lib, tiny_bundle, tmp_path):
+    bundle = _copy_bundle(tiny_bundle, tmp_path)
+    outside = tmp_path / "elsewhere.json"
+    (bundle / "manifest.json").rename(outside)
+    (bundle / "manifest.json").symlink_to(outside)
+    _open_fails(lib, bundle, TA_ERR_BUNDLE, "outside the bundle directory")
+
+
+def test_the_tool_reports_a_bad_default_threshold_truthfully(lib, tiny_bundle, tmp_path, pair_files):
+    bundle = _copy_bundle(tiny_bundle, tmp_path, lambda m: m.update(default_threshold=2.0))
+    run = _tool(bundle, *pair_files)
+    assert run.returncode == 1 and "'default_threshold' is 2.0, not in [0, 1)" in run.stderr, run.stderr
+    assert "-1.0" not in run.stderr
+    run = _tool(tiny_bundle, *pair_files, "--threshold", "1.5")
+    assert run.returncode == 1 and "threshold 1.5: must be a number in [0, 1)" in run.stderr, run.stderr
+    run = _tool(tiny_bundle, *pair_files, "--threshold", "abc")
+    assert run.returncode == 2 and "--threshold 'abc': not a number" in run.stderr, run.stderr
+
+
+def test_too_many_characters_are_refused_before_tokenizing_as_in_python(fp32, tiny_bundle):
+    """prepare.py's first bound: more than 32 characters per model position (the words' code
+    points, summed) -> the same message as Python's (pair, side, count, limit), or a skip."""
+    from transalign.engine.options import max_sentence_chars
+    from transalign.engine.prepare import TooLongError
+
+    limit = max_sentence_chars(read_manifest(tiny_bundle, verify_hashes=False).max_positions)
+    long_word = "é" * (limit - 3)  # 2 bytes per character: C must count characters, not bytes
+    src, tgt = [["a"], ["ok"], ["b"]], [["x"], ["y", long_word, "abcd"], ["z"]]
+    status, message, _, _ = fp32.align(src, tgt)
+    assert status == TA_ERR_TOO_LONG, message
+    with pytest.raises(TooLongError) as python:
+        Aligner.load(tiny_bundle, provider="cpu").align(src, tgt, "bam_Latn", "eng_Latn")
+    assert python.value.unit == "characters"
+    expected = f"pair 1: {python.value.describe()}"
+    assert message.startswith(expected + ";"), (message, expected)
+    assert f"has {limit + 2} characters, more than this bundle's limit of {limit}" in message
+    status, message, links, skipped = fp32.align(src, tgt, skip_long=True)
+    assert status == TA_OK and skipped == [0, 1, 0] and links[1] == ()
+    fits = [["y", "é" * (limit - 1)]]  # exactly the limit: tokenized, then too many tokens
+    status, message, _, _ = fp32.align([["a"]], fits)
+    assert status == TA_ERR_TOO_LONG and "tokens" in message and "characters" not in message, message
 
 
 # -- memory -----------------------------------------------------------------------------------------

@@ -58,7 +58,8 @@ typedef enum ta_status {
     TA_ERR_HASH = 3,         /* a bundle file fails its sha256 check */
     TA_ERR_UNSUPPORTED = 4,  /* e.g. a BERT-family bundle, fp16 on CPU, CUDA not available */
     TA_ERR_LANGUAGE = 5,     /* unknown language code */
-    TA_ERR_TOO_LONG = 6,     /* a sentence has more tokens than the model's positions */
+    TA_ERR_TOO_LONG = 6,     /* a sentence has more tokens than the model's positions, or more
+                                characters than 32 per position (checked before tokenizing) */
     TA_ERR_UTF8 = 7,         /* a word is not valid UTF-8 */
     TA_ERR_RUNTIME = 8,      /* ONNX Runtime could not be loaded or failed */
     TA_ERR_MEMORY = 9,       /* out of memory */
@@ -82,7 +83,8 @@ typedef struct ta_aligner ta_aligner;
 
 typedef struct ta_open_options {
     size_t struct_size;       /* sizeof(ta_open_options): set by ta_open_options_init */
-    const char *provider;     /* "cpu" (default), "cuda" or "auto" (CUDA when available) */
+    const char *provider;     /* "auto" (default: CUDA when this onnxruntime has it, else CPU, as the
+                                 Python engine), "cpu" or "cuda" */
     const char *precision;    /* "fp32" (default), "int8" (CPU) or "fp16" (CUDA) */
     int threads;              /* ONNX Runtime intra-op threads; 0 = ONNX Runtime's default (all cores) */
     int verify_hashes;        /* 1 (default): check the sha256 of every file used */
@@ -101,12 +103,25 @@ TA_API int ta_open(const char *bundle_dir, const ta_open_options *options, ta_al
 /* Free a handle (NULL is fine). Not concurrently with other calls on the same handle. */
 TA_API void ta_close(ta_aligner *aligner);
 
-/* Facts of an opened bundle. */
+/* Facts of an opened bundle, sqlite style: a status, the value through the pointer. */
+TA_API int ta_aligner_get_default_threshold(const ta_aligner *aligner, double *threshold);
+TA_API int ta_aligner_get_max_positions(const ta_aligner *aligner, int *max_positions);
+/* The longest sentence in characters (Unicode code points of its words): 32 * max_positions. */
+TA_API int ta_aligner_get_max_sentence_chars(const ta_aligner *aligner, size_t *max_chars);
+TA_API int ta_aligner_get_provider(const ta_aligner *aligner, const char **provider);  /* "cpu"/"cuda" */
+/* The padded-token budget per encoder batch when ta_align_options.batch_tokens is 0: the Python
+ * engine's default for the provider in use (transalign/engine/defaults.py). */
+TA_API int ta_aligner_get_batch_tokens(const ta_aligner *aligner, size_t *batch_tokens);
+/* *has = 1 if `lang` is a language code of the bundle's tokenizer, else 0 (TA_OK either way;
+ * a bundle without language codes, the XLM-R family, has none: every code is ignored by
+ * ta_align, as in the Python engine). A status other than TA_OK means a bad argument. */
+TA_API int ta_aligner_get_language(const ta_aligner *aligner, const char *lang, int *has);
+
+/* Older forms: NaN, -1 or "" on a bad argument; ta_aligner_has_language returns 0 both for
+ * "not a code" and for an error: prefer the ta_aligner_get_* forms above. */
 TA_API double ta_aligner_default_threshold(const ta_aligner *aligner);
 TA_API int ta_aligner_max_positions(const ta_aligner *aligner);
-TA_API const char *ta_aligner_provider(const ta_aligner *aligner);  /* "cpu" or "cuda" */
-
-/* 1 if `lang` is a language code of the bundle's tokenizer, else 0 (ta_errmsg says why). */
+TA_API const char *ta_aligner_provider(const ta_aligner *aligner);
 TA_API int ta_aligner_has_language(const ta_aligner *aligner, const char *lang);
 
 /* ---- aligning --------------------------------------------------------------------------- */
@@ -118,10 +133,19 @@ typedef struct ta_sentence {
     size_t n_words;
 } ta_sentence;
 
+/* A sentence whose words carry their length in bytes: a word may then hold U+0000, as a
+ * Python string can (ta_align_sized, ta_tokenize_sized). lengths may be NULL: strlen. */
+typedef struct ta_sized_sentence {
+    const char *const *words;
+    const size_t *lengths;
+    size_t n_words;
+} ta_sized_sentence;
+
 typedef struct ta_align_options {
     size_t struct_size;   /* sizeof(ta_align_options): set by ta_align_options_init */
     double threshold;     /* < 0 (default -1): the bundle's default threshold; else in [0, 1) */
-    size_t batch_tokens;  /* padded tokens per encoder batch; 0 (default): 2048 CPU, 32768 CUDA */
+    size_t batch_tokens;  /* padded tokens per encoder batch, 1..65536; 0 (default): the Python
+                             engine's default for the provider (ta_aligner_get_batch_tokens) */
     int skip_long;        /* 0 (default): a too-long sentence fails the call with TA_ERR_TOO_LONG;
                              1: its pair gets no links and ta_result_skipped() says so */
 } ta_align_options;
@@ -138,19 +162,28 @@ TA_API int ta_align(ta_aligner *aligner, const ta_sentence *src, const ta_senten
                     const char *src_lang, const char *tgt_lang, const ta_align_options *options,
                     ta_result **out);
 
+/* ta_align over sized sentences (words may hold U+0000); otherwise the same. */
+TA_API int ta_align_sized(ta_aligner *aligner, const ta_sized_sentence *src, const ta_sized_sentence *tgt,
+                          size_t n_pairs, const char *src_lang, const char *tgt_lang,
+                          const ta_align_options *options, ta_result **out);
+
 TA_API size_t ta_result_count(const ta_result *result);
 
 /* The links of pair `pair`: *links points to 2 * *n_links int32 values, (source word, target
  * word) pairs, 0-based, distinct, sorted; owned by `result`. */
 TA_API int ta_result_links(const ta_result *result, size_t pair, const int32_t **links, size_t *n_links);
 
-/* 1 if the pair was skipped because a side was too long (skip_long), 0 if not, -1 on a bad
- * argument. */
+/* *skipped = 1 if the pair was skipped because a side was too long (skip_long), else 0. */
+TA_API int ta_result_get_skipped(const ta_result *result, size_t pair, int *skipped);
+/* Older form: 1, 0, or -1 on a bad argument. */
 TA_API int ta_result_skipped(const ta_result *result, size_t pair);
 
-/* "i-j i-j ..." of pair `pair` (the Pharaoh line, without newline), owned by `result`; NULL on a
- * bad argument. It is built on first use and cached in `result`: unlike the other ta_result_*
- * readers, do not call it on one result from several threads at once. */
+/* The Pharaoh line of pair `pair` ("i-j i-j ...", no newline) written into the caller's `buffer`
+ * of `size` bytes, NUL-terminated; *needed (may be NULL) gets the bytes the line needs, its NUL
+ * included. A buffer too small (or NULL with size 0) gives TA_ERR_ARGUMENT with *needed set. */
+TA_API int ta_result_pharaoh_into(const ta_result *result, size_t pair, char *buffer, size_t size, size_t *needed);
+/* The same line, owned by `result`; NULL on a bad argument. Built on first use and cached in
+ * `result` under a lock: safe from several threads. */
 TA_API const char *ta_result_pharaoh(ta_result *result, size_t pair);
 
 TA_API void ta_result_free(ta_result *result);
@@ -162,10 +195,24 @@ typedef struct ta_tokens ta_tokens;
 /* Token ids of one sentence as the model sees it, [lang_code] pieces... [</s>], and the word
  * index of every token (-1 for the two special tokens). Free *out with ta_tokens_free. */
 TA_API int ta_tokenize(ta_aligner *aligner, const ta_sentence *sentence, const char *lang, ta_tokens **out);
+TA_API int ta_tokenize_sized(ta_aligner *aligner, const ta_sized_sentence *sentence, const char *lang, ta_tokens **out);
 TA_API size_t ta_tokens_count(const ta_tokens *tokens);
 TA_API const int64_t *ta_tokens_ids(const ta_tokens *tokens);
 TA_API const int32_t *ta_tokens_word_ids(const ta_tokens *tokens);
 TA_API void ta_tokens_free(ta_tokens *tokens);
+
+/* ---- the batch plan (exposed so tests compare it with the Python engine's) ----------------- */
+
+/* The encoder's batch plan for sequences of `lengths` (n of them), as transalign/engine/
+ * batching.py plan_batches(lengths, batch_tokens, overhead_tokens): sorted longest first
+ * (stable), cut into consecutive batches of least total cost sum(count * longest + overhead)
+ * with count * longest <= batch_tokens (a longer sequence alone). order[k] (n entries) is the
+ * k-th sequence in plan order; ends[b] (at most n entries) is one past the last position of batch
+ * b in `order`; *n_batches the number of batches. ta_align uses it with the provider's overhead
+ * (ta_aligner_get_batch_overhead). */
+TA_API int ta_plan_batches(const size_t *lengths, size_t n, size_t batch_tokens, size_t overhead_tokens,
+                           size_t *order, size_t *ends, size_t *n_batches);
+TA_API int ta_aligner_get_batch_overhead(const ta_aligner *aligner, size_t *overhead_tokens);
 
 #ifdef __cplusplus
 }

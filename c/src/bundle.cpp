@@ -67,6 +67,22 @@ std::string string_field(const json &object, const char *key, const std::string 
     return value.get<std::string>();
 }
 
+std::vector<int64_t> id_list(const json &object, const char *key, const std::string &where) {
+    std::vector<int64_t> ids;
+    auto it = object.find(key);
+    if (it == object.end()) return ids;
+    if (!it->is_array()) throw Error(TA_ERR_BUNDLE, where + ": manifest field 'tokenizer." + key + "' is not a list");
+    for (const json &value : *it) {
+        if (!value.is_number_integer())
+            throw Error(TA_ERR_BUNDLE, where + ": manifest field 'tokenizer." + key + "' holds a non-integer id");
+        ids.push_back(value.get<int64_t>());
+    }
+    return ids;
+}
+
+// Upper bounds no exported encoder comes near; beyond them a manifest is damaged, not large.
+const int64_t kMaxPositions = 1 << 16, kMaxHidden = 1 << 16;
+
 std::map<std::string, int64_t> id_table(const json &object, const char *key, const std::string &where) {
     std::map<std::string, int64_t> table;
     auto it = object.find(key);
@@ -141,6 +157,7 @@ Manifest read_manifest(const std::string &root, const std::string &precision, bo
     if (!is_file(path))
         throw Error(TA_ERR_BUNDLE, path + " is missing: " + root + " is not a transalign bundle "
                                    "(or its export was interrupted); export it again");
+    bundle_path(root, "manifest.json");  // a symlink out of the bundle is refused
     json data;
     try {
         data = json::parse(read_text(path));
@@ -159,10 +176,23 @@ Manifest read_manifest(const std::string &root, const std::string &precision, bo
     manifest.hidden_size = int_field(data, "hidden_size", path);
     manifest.max_positions = int_field(data, "max_positions", path);
     const json &threshold = field(data, "default_threshold", path);
-    if (!threshold.is_number()) throw Error(TA_ERR_BUNDLE, path + ": 'default_threshold' is not a number");
+    if (!threshold.is_number() || threshold.is_boolean())
+        throw Error(TA_ERR_BUNDLE, path + ": manifest field 'default_threshold' is not a number");
     manifest.default_threshold = threshold.get<double>();
-    if (manifest.hidden_size < 1 || manifest.max_positions < 2)
-        throw Error(TA_ERR_BUNDLE, path + ": 'hidden_size' or 'max_positions' is out of range");
+    if (!(manifest.default_threshold >= 0.0 && manifest.default_threshold < 1.0))
+        throw Error(TA_ERR_BUNDLE, path + ": manifest field 'default_threshold' is " + threshold.dump() +
+                                   ", not in [0, 1); the manifest is damaged or was edited, export the bundle again");
+    if (manifest.hidden_size < 1 || manifest.hidden_size > kMaxHidden)
+        throw Error(TA_ERR_BUNDLE, path + ": manifest field 'hidden_size' is " + std::to_string(manifest.hidden_size) +
+                                   ", not in 1.." + std::to_string(kMaxHidden) + "; export the bundle again");
+    if (manifest.max_positions < 2 || manifest.max_positions > kMaxPositions)
+        throw Error(TA_ERR_BUNDLE, path + ": manifest field 'max_positions' is " + std::to_string(manifest.max_positions) +
+                                   ", not in 2.." + std::to_string(kMaxPositions) + "; export the bundle again");
+    for (const char *key : {"default_method", "default_word_level"})
+        if (data.contains(key) && !data[key].is_string())
+            throw Error(TA_ERR_BUNDLE, path + ": manifest field '" + key + "' is not a string");
+    manifest.default_method = data.value("default_method", std::string("softmax"));
+    manifest.default_word_level = data.value("default_word_level", std::string("any"));
 
     const json &tok = field(data, "tokenizer", path);
     if (!tok.is_object()) throw Error(TA_ERR_BUNDLE, path + ": 'tokenizer' is not an object");
@@ -177,6 +207,10 @@ Manifest read_manifest(const std::string &root, const std::string &precision, bo
     spec.lowercase = tok.contains("lowercase") && tok["lowercase"].is_boolean() && tok["lowercase"].get<bool>();
     spec.lang_code_ids = id_table(tok, "lang_code_ids", path);
     spec.added_tokens = id_table(tok, "added_tokens", path);
+    spec.prefix_ids = id_list(tok, "prefix_ids", path);
+    spec.suffix_ids = id_list(tok, "suffix_ids", path);
+    if (tok.contains("sentencepiece_file") && !tok["sentencepiece_file"].is_null())
+        spec.sentencepiece_file = string_field(tok, "sentencepiece_file", path);
 
     const json &precisions = field(data, "precisions", path);
     const json &files = field(data, "files", path);
@@ -210,10 +244,30 @@ Manifest read_manifest(const std::string &root, const std::string &precision, bo
         }
     }
     // The files we open must be hashed ones: a graph or tokenizer missing from 'files' is refused.
-    for (const std::string &needed : {model_file(precision), spec.file})
-        if (!files.contains(needed))
-            throw Error(TA_ERR_BUNDLE, path + ": '" + needed + "' is not listed (with its sha256) in 'files'; export the bundle again");
+    std::vector<std::string> needed = {model_file(precision), spec.file};
+    if (!spec.sentencepiece_file.empty()) needed.push_back(spec.sentencepiece_file);
+    for (const std::string &name : needed)
+        if (!files.contains(name))
+            throw Error(TA_ERR_BUNDLE, path + ": '" + name + "' is not listed (with its sha256) in 'files'; export the bundle again");
     return manifest;
+}
+
+void check_token_ids(const Manifest &manifest, int64_t vocab) {
+    const std::string where = manifest.root + "/manifest.json";
+    auto check = [&](const std::string &name, int64_t id) {
+        if (id < 0 || id >= vocab)
+            throw Error(TA_ERR_BUNDLE, where + ": manifest field '" + name + "' is " + std::to_string(id) +
+                                       ", outside the tokenizer's vocabulary [0, " + std::to_string(vocab) +
+                                       "); the manifest is damaged or was edited, export the bundle again");
+    };
+    const TokenizerSpec &spec = manifest.tokenizer;
+    check("tokenizer.unk_id", spec.unk_id);
+    check("tokenizer.eos_id", spec.eos_id);
+    check("tokenizer.pad_id", spec.pad_id);
+    for (auto &item : spec.lang_code_ids) check("tokenizer.lang_code_ids." + item.first, item.second);
+    for (auto &item : spec.added_tokens) check("tokenizer.added_tokens." + item.first, item.second);
+    for (size_t k = 0; k < spec.prefix_ids.size(); ++k) check("tokenizer.prefix_ids[" + std::to_string(k) + "]", spec.prefix_ids[k]);
+    for (size_t k = 0; k < spec.suffix_ids.size(); ++k) check("tokenizer.suffix_ids[" + std::to_string(k) + "]", spec.suffix_ids[k]);
 }
 
 }  // namespace ta

@@ -26,6 +26,8 @@ struct Error : std::runtime_error {
 
 struct TokenizerSpec {
     std::string kind, file, whitespace;
+    std::string sentencepiece_file;  // hf-tokenizers Unigram: the sentencepiece model export wrote
+    std::vector<int64_t> prefix_ids, suffix_ids;
     int64_t unk_id = 0, eos_id = 0, pad_id = 0, piece_offset = 0;
     bool lowercase = false;
     std::map<std::string, int64_t> lang_code_ids;
@@ -37,6 +39,7 @@ struct Manifest {
     std::string architecture;
     int64_t hidden_size = 0, max_positions = 0;
     double default_threshold = 0.0;
+    std::string default_method = "softmax", default_word_level = "any";
     TokenizerSpec tokenizer;
     std::vector<std::string> precisions;
 };
@@ -50,8 +53,17 @@ Manifest read_manifest(const std::string &root, const std::string &precision, bo
 // `name` inside `root`, refused if it would leave the directory. Throws Error.
 std::string bundle_path(const std::string &root, const std::string &name);
 std::string sha256_file(const std::string &path);  // hex; throws Error
+// Every token id of the manifest (special tokens, language codes, added tokens, prefix/suffix)
+// in [0, vocab): the tokenizer's vocabulary. Throws Error(TA_ERR_BUNDLE) naming the field.
+void check_token_ids(const Manifest &manifest, int64_t vocab);
 
 // ---- tokenizer.cpp: NLLB tokenization (transalign/engine/tokenizers/nllb.py) ----
+
+// A word: bytes and their count (a word may hold U+0000, as a Python string can).
+struct WordRef {
+    const char *data;
+    size_t size;
+};
 
 struct Encoded {
     std::vector<int64_t> ids;       // [lang_code] pieces... [</s>]
@@ -60,13 +72,18 @@ struct Encoded {
 
 class NllbTokenizer {
 public:
-    NllbTokenizer(const std::string &model_path, const TokenizerSpec &spec);
+    // The bundle's tokenizer: NLLB (spec.file, a sentencepiece BPE model) or the XLM-R family
+    // (spec.file a tokenizer.json, spec.sentencepiece_file its Unigram model).
+    NllbTokenizer(const std::string &bundle_dir, const TokenizerSpec &spec);
     ~NllbTokenizer();
     NllbTokenizer(const NllbTokenizer &) = delete;
     NllbTokenizer &operator=(const NllbTokenizer &) = delete;
 
-    int64_t lang_id(const char *lang) const;  // throws Error(TA_ERR_LANGUAGE) naming close codes
+    // throws Error(TA_ERR_LANGUAGE) naming `option` ("src_lang", "tgt_lang") and close codes
+    int64_t lang_id(const char *lang, const char *option = "lang") const;
     bool has_lang(const char *lang) const;
+    bool has_langs() const;    // false: an XLM-R-family tokenizer, which takes no language code
+    int64_t vocab_size() const;  // ids the tokenizer can produce are in [0, vocab_size)
     // Thread-safe; `scratch` holds a per-caller grapheme iterator (see tokenizer.cpp), taken
     // from a pool of the tokenizer's and given back when the returned pointer is destroyed.
     struct Scratch;
@@ -75,7 +92,8 @@ public:
         void operator()(Scratch *scratch) const;
     };
     std::unique_ptr<Scratch, ScratchDeleter> new_scratch() const;
-    Encoded encode(const char *const *words, size_t n_words, int64_t lang_id, Scratch &scratch) const;
+    // lang_id < 0: no language code (the spec's prefix_ids instead)
+    Encoded encode(const WordRef *words, size_t n_words, int64_t lang_id, Scratch &scratch) const;
 
 private:
     struct Impl;
@@ -84,6 +102,16 @@ private:
 
 // UTF-8 as Python accepts it (no surrogates, no overlongs, <= U+10FFFF)?
 bool valid_utf8(const char *s, size_t n);
+// Code points of valid UTF-8 (Python len()).
+size_t utf8_chars(const char *s, size_t n);
+
+// ---- transalign.cpp: the batch plan (transalign/engine/batching.py) ----
+
+struct BatchPlan {
+    std::vector<size_t> order;  // sequence indices, longest first (stable)
+    std::vector<size_t> ends;   // one past the last position in `order` of each batch
+};
+BatchPlan plan_batches(const std::vector<size_t> &lengths, size_t budget, size_t overhead);
 
 // ---- ort.cpp: ONNX Runtime through its C API ----
 

@@ -1,8 +1,11 @@
-// NLLB tokenization of pre-split words, token for token what transalign/engine/tokenizers/nllb.py
-// (and so Hugging Face's NllbTokenizerFast) does. Per word, in order:
+// Sentencepiece-family tokenization of pre-split words, token for token what Hugging Face's fast
+// tokenizers do: NLLB (transalign/engine/tokenizers/nllb.py, NllbTokenizerFast) and the XLM-R
+// family (multilingual-e5; tokenizers/hf.py with the bundle's tokenizer.json: Precompiled
+// normalizer, Metaspace, Unigram). Per word, in order:
 //
-// 1. raw added tokens (<s> <pad> </s> <unk>, every language code) are cut out of the word,
-//    leftmost-longest, and become their own id; they keep the word's index;
+// 1. raw added tokens (<s> <pad> </s> <unk>, every language code; XLM-R's <mask>) are cut out of
+//    the word, leftmost-longest, and become their own id; they keep the word's index (lstrip /
+//    rstrip tokens swallow the whitespace beside them);
 // 2. every remaining segment goes through the `Precompiled` normalizer of the fast tokenizer:
 //    the model's charsmap applied per *grapheme cluster* (ICU's character break iterator): a
 //    cluster shorter than 6 bytes that starts with a charsmap key is replaced as a whole by the
@@ -11,9 +14,12 @@
 //    "keep" (runs of 2+ spaces -> one space);
 // 3. normalized added tokens (<mask>, with lstrip) are cut out of the normalized text;
 // 4. Metaspace: " " -> U+2581, a U+2581 prepended to a segment that does not start with one;
-// 5. sentencepiece BPE (the bundle's model with its normalizer replaced by the identity, as the
-//    Python engine does) on each segment; ids p -> p + piece_offset, unknown -> unk_id;
-// 6. [lang_code] tokens... [</s>].
+// 5. sentencepiece (NLLB: the bundle's BPE model; XLM-R: the Unigram model export wrote from
+//    tokenizer.json, transalign/export/spm_model.py, ids = tokenizer.json ids) with its normalizer
+//    replaced by the identity, as the Python engine does, on each segment; ids p -> p +
+//    piece_offset, unknown -> unk_id; XLM-R: a run of unknown pieces is one <unk> (tokenizers'
+//    fuse_unk);
+// 6. NLLB [lang_code] tokens... [</s>]; XLM-R prefix_ids tokens... suffix_ids (<s> ... </s>).
 #include <algorithm>
 #include <cctype>
 #include <cstring>
@@ -21,6 +27,7 @@
 #include <mutex>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
 #include <sentencepiece_processor.h>
 #include <unicode/ubrk.h>
 #include <unicode/utext.h>
@@ -201,7 +208,46 @@ struct Unit {
     int64_t fixed = -1;  // >= 0: an added token's model id (text unused)
 };
 
+struct AddedToken {
+    std::string content;
+    int64_t id;
+    bool normalized, lstrip, rstrip;
+};
+
+std::string read_file(const std::string &path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw Error(TA_ERR_BUNDLE, "tokenizer file " + path + " is missing; export the bundle again");
+    std::ostringstream buffer;
+    buffer << in.rdbuf();
+    return buffer.str();
+}
+
+std::string base64_decode(const std::string &text) {
+    static const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    std::string out;
+    uint32_t bits = 0;
+    int count = 0;
+    for (char c : text) {
+        if (c == '=') break;
+        const size_t v = alphabet.find(c);
+        if (v == std::string::npos) throw std::runtime_error("precompiled_charsmap is not base64");
+        bits = bits << 6 | static_cast<uint32_t>(v);
+        count += 6;
+        if (count >= 8) {
+            count -= 8;
+            out += static_cast<char>((bits >> count) & 0xff);
+        }
+    }
+    return out;
+}
+
 }  // namespace
+
+size_t utf8_chars(const char *s, size_t n) {
+    size_t count = 0;
+    for (size_t i = 0; i < n; ++i) count += (static_cast<unsigned char>(s[i]) & 0xc0) != 0x80;
+    return count;
+}
 
 bool valid_utf8(const char *s, size_t n) {
     const unsigned char *p = reinterpret_cast<const unsigned char *>(s);
@@ -237,15 +283,21 @@ struct NllbTokenizer::Impl {
     sentencepiece::SentencePieceProcessor sp;
     std::unique_ptr<Charsmap> charsmap;
     std::map<std::string, int64_t> lang_ids;
-    std::vector<std::pair<std::string, int64_t>> raw_tokens;   // longest first
-    std::vector<std::pair<std::string, int64_t>> norm_tokens;  // (<mask>), longest first, lstrip
-    std::vector<int64_t> table;                                // sentencepiece id -> model id
+    std::vector<AddedToken> raw_tokens;   // longest first
+    std::vector<AddedToken> norm_tokens;  // (NLLB's <mask>), longest first
+    std::vector<int64_t> table;           // sentencepiece id -> model id
     // raw_tokens by first byte, longest first; and a byte every raw token contains (its first
     // non-alphanumeric one), a cheap test that a word holds no added token at all
-    std::vector<const std::pair<std::string, int64_t> *> by_first[256];
+    std::vector<const AddedToken *> by_first[256];
     bool trigger[256] = {};
-    int64_t eos = 0;
-    bool strip = true;
+    std::vector<int64_t> prefix, suffix;  // without a language code
+    int64_t eos = 0, vocab = 0, unk = 0;
+    bool strip = true, fuse_unk = false;
+
+    void load_nllb(const std::string &root, const TokenizerSpec &spec);
+    void load_unigram(const std::string &root, const TokenizerSpec &spec);
+    void load_model(const std::string &path, const std::string &expected_charsmap, bool check_charsmap);
+    void index_added(std::vector<AddedToken> added);
     std::mutex pool_mutex;
     std::vector<std::unique_ptr<Scratch>> pool;
 
@@ -254,64 +306,163 @@ struct NllbTokenizer::Impl {
     void split_normalized(const std::string &text, std::vector<Unit> &out) const;
 };
 
-NllbTokenizer::NllbTokenizer(const std::string &model_path, const TokenizerSpec &spec) : impl_(new Impl) {
+NllbTokenizer::NllbTokenizer(const std::string &root, const TokenizerSpec &spec) : impl_(new Impl) {
     if (spec.whitespace != "strip" && spec.whitespace != "keep")
         throw Error(TA_ERR_BUNDLE, "tokenizer whitespace '" + spec.whitespace + "' is not 'strip' or 'keep'");
     if (spec.lowercase)
         throw Error(TA_ERR_UNSUPPORTED, "this bundle's tokenizer lowercases its input (lowercase: true), which the C "
                                         "library does not implement; use the Python engine");
-    if (spec.lang_code_ids.empty())
-        throw Error(TA_ERR_BUNDLE, "the NLLB tokenizer spec has no language codes (lang_code_ids is empty)");
-    std::ifstream in(model_path, std::ios::binary);
-    if (!in) throw Error(TA_ERR_BUNDLE, "tokenizer file " + model_path + " is missing; export the bundle again");
-    std::ostringstream buffer;
-    buffer << in.rdbuf();
+    impl_->unk = spec.unk_id;
+    if (spec.kind == "sentencepiece-nllb") impl_->load_nllb(root, spec);
+    else impl_->load_unigram(root, spec);
+}
+
+// The sentencepiece model with the identity normalizer, its charsmap (checked against the
+// tokenizer.json's for XLM-R), the id table.
+void NllbTokenizer::Impl::load_model(const std::string &path, const std::string &expected_charsmap, bool check_charsmap) {
     std::pair<std::string, std::string> models;
     try {
-        models = identity_model(buffer.str());
-        impl_->charsmap.reset(new Charsmap(models.first));
+        models = identity_model(read_file(path));
+        charsmap.reset(new Charsmap(models.first));
     } catch (const std::runtime_error &exc) {
-        throw Error(TA_ERR_BUNDLE, model_path + " is not a readable sentencepiece model (" + exc.what() +
-                                   "); export the bundle again");
+        throw Error(TA_ERR_BUNDLE, path + " is not a readable sentencepiece model (" + exc.what() + "); export the bundle again");
     }
-    const auto status = impl_->sp.LoadFromSerializedProto(models.second);
+    if (check_charsmap && models.first != expected_charsmap)
+        throw Error(TA_ERR_BUNDLE, path + ": its precompiled charsmap differs from the tokenizer.json normalizer's; "
+                                   "export the bundle again");
+    const auto status = sp.LoadFromSerializedProto(models.second);
     if (!status.ok())
-        throw Error(TA_ERR_BUNDLE, model_path + " is not a readable sentencepiece model (" + status.ToString() +
+        throw Error(TA_ERR_BUNDLE, path + " is not a readable sentencepiece model (" + status.ToString() +
                                    "); export the bundle again");
-    impl_->lang_ids = spec.lang_code_ids;
-    impl_->eos = spec.eos_id;
-    impl_->strip = spec.whitespace == "strip";
-    // bundles always list their added tokens; the fallback serves hand-written specs
-    std::map<std::string, int64_t> added = spec.added_tokens;
-    if (added.empty()) added = {{"</s>", spec.eos_id}, {"<pad>", spec.pad_id}, {"<unk>", spec.unk_id}};
-    for (auto &lang : spec.lang_code_ids) added.insert(lang);
+}
+
+void NllbTokenizer::Impl::index_added(std::vector<AddedToken> added) {
     for (auto &token : added) {
-        if (token.first.empty()) continue;
-        (token.first == "<mask>" ? impl_->norm_tokens : impl_->raw_tokens).push_back(token);
+        if (token.content.empty()) continue;
+        (token.normalized ? norm_tokens : raw_tokens).push_back(token);
     }
-    auto longest_first = [](const std::pair<std::string, int64_t> &a, const std::pair<std::string, int64_t> &b) {
-        return a.first.size() > b.first.size();
-    };
-    std::stable_sort(impl_->raw_tokens.begin(), impl_->raw_tokens.end(), longest_first);
-    std::stable_sort(impl_->norm_tokens.begin(), impl_->norm_tokens.end(), longest_first);
-    for (auto &token : impl_->raw_tokens) {
-        impl_->by_first[static_cast<unsigned char>(token.first[0])].push_back(&token);
+    auto longest_first = [](const AddedToken &a, const AddedToken &b) { return a.content.size() > b.content.size(); };
+    std::stable_sort(raw_tokens.begin(), raw_tokens.end(), longest_first);
+    std::stable_sort(norm_tokens.begin(), norm_tokens.end(), longest_first);
+    for (auto &token : raw_tokens) {
+        by_first[static_cast<unsigned char>(token.content[0])].push_back(&token);
         size_t pick = 0;
-        while (pick < token.first.size() && std::isalnum(static_cast<unsigned char>(token.first[pick]))) ++pick;
-        impl_->trigger[static_cast<unsigned char>(token.first[pick < token.first.size() ? pick : 0])] = true;
+        while (pick < token.content.size() && std::isalnum(static_cast<unsigned char>(token.content[pick]))) ++pick;
+        trigger[static_cast<unsigned char>(token.content[pick < token.content.size() ? pick : 0])] = true;
     }
-    const int size = impl_->sp.GetPieceSize();
-    impl_->table.resize(size);
-    for (int p = 0; p < size; ++p) impl_->table[p] = p + spec.piece_offset;
-    if (impl_->sp.unk_id() >= 0 && impl_->sp.unk_id() < size) impl_->table[impl_->sp.unk_id()] = spec.unk_id;
+}
+
+void NllbTokenizer::Impl::load_nllb(const std::string &root, const TokenizerSpec &spec) {
+    if (spec.lang_code_ids.empty())
+        throw Error(TA_ERR_BUNDLE, "the NLLB tokenizer spec has no language codes (lang_code_ids is empty)");
+    load_model(bundle_path(root, spec.file), "", false);
+    lang_ids = spec.lang_code_ids;
+    eos = spec.eos_id;
+    suffix = {spec.eos_id};
+    strip = spec.whitespace == "strip";
+    // bundles always list their added tokens; the fallback serves hand-written specs
+    std::map<std::string, int64_t> table_of_added = spec.added_tokens;
+    if (table_of_added.empty())
+        table_of_added = {{"</s>", spec.eos_id}, {"<pad>", spec.pad_id}, {"<unk>", spec.unk_id}};
+    for (auto &lang : spec.lang_code_ids) table_of_added.insert(lang);
+    std::vector<AddedToken> added;
+    for (auto &token : table_of_added) {
+        const bool mask = token.first == "<mask>";  // NllbTokenizer: normalized + lstrip
+        added.push_back({token.first, token.second, mask, mask, false});
+    }
+    index_added(added);
+    const int size = sp.GetPieceSize();
+    table.resize(size);
+    for (int p = 0; p < size; ++p) table[p] = p + spec.piece_offset;
+    if (sp.unk_id() >= 0 && sp.unk_id() < size) table[sp.unk_id()] = spec.unk_id;
+    vocab = size + spec.piece_offset;
+    for (auto &token : added)
+        if (token.id >= size + spec.piece_offset) ++vocab;  // added after the pieces, as Hugging Face numbers them
+}
+
+// tokenizer.json of the XLM-R family: the pipeline checked step by step; anything else is refused
+// rather than tokenized differently from the Python engine.
+void NllbTokenizer::Impl::load_unigram(const std::string &root, const TokenizerSpec &spec) {
+    using json = nlohmann::json;
+    const std::string path = bundle_path(root, spec.file);
+    json config;
+    try {
+        config = json::parse(read_file(path));
+    } catch (const json::exception &exc) {
+        throw Error(TA_ERR_BUNDLE, path + " is not valid JSON (" + exc.what() + "); export the bundle again");
+    }
+    auto unsupported = [&](const std::string &what) {
+        return Error(TA_ERR_UNSUPPORTED, path + ": " + what + ", which the C library does not implement (it reproduces "
+                                         "XLM-R-style tokenizers: Precompiled normalizer, Metaspace, Unigram); use the "
+                                         "Python engine");
+    };
+    try {
+        const json &model = config.at("model");
+        if (model.value("type", "") != "Unigram") throw unsupported("the model is not Unigram");
+        if (model.value("byte_fallback", false)) throw unsupported("the Unigram model uses byte fallback");
+        const json &norm = config.at("normalizer");
+        std::vector<json> steps;
+        if (norm.is_object() && norm.value("type", "") == "Sequence") steps = norm.at("normalizers").get<std::vector<json>>();
+        else if (!norm.is_null()) steps = {norm};
+        if (steps.empty() || steps[0].value("type", "") != "Precompiled")
+            throw unsupported("the normalizer does not start with Precompiled");
+        const std::string charsmap = base64_decode(steps[0].value("precompiled_charsmap", ""));
+        steps.erase(steps.begin());
+        const json collapse_meta = {{"type", "Replace"}, {"pattern", {{"Regex", " {2,}"}}}, {"content", "\u2581"}};
+        const json collapse_space = {{"type", "Replace"}, {"pattern", {{"Regex", " {2,}"}}}, {"content", " "}};
+        const json strip_right = {{"type", "Strip"}, {"strip_left", false}, {"strip_right", true}};
+        if (steps == std::vector<json>{strip_right, collapse_meta}) strip = true;
+        else if (steps == std::vector<json>{collapse_space}) strip = false;
+        else throw unsupported("the normalizer steps after Precompiled are " + json(steps).dump().substr(0, 200));
+        const json &pre = config.at("pre_tokenizer");
+        const std::string scheme = pre.contains("prepend_scheme") ? pre.value("prepend_scheme", "")
+                                   : pre.value("add_prefix_space", false) ? "always" : "never";
+        if (pre.value("type", "") != "Metaspace" || pre.value("replacement", "") != "\u2581" || scheme != "always" ||
+            !pre.value("split", true))
+            throw unsupported("the pre-tokenizer is " + pre.dump().substr(0, 200));
+        std::vector<AddedToken> added;
+        for (const json &token : config.at("added_tokens")) {
+            if (token.value("single_word", false)) throw unsupported("an added token is single_word");
+            added.push_back({token.at("content").get<std::string>(), token.at("id").get<int64_t>(),
+                             token.value("normalized", false), token.value("lstrip", false), token.value("rstrip", false)});
+        }
+        const size_t pieces = model.at("vocab").size();
+        if (spec.sentencepiece_file.empty()) throw unsupported("the bundle has no sentencepiece model");
+        const std::string sp_path = bundle_path(root, spec.sentencepiece_file);
+        load_model(sp_path, charsmap, true);
+        if (static_cast<size_t>(sp.GetPieceSize()) != pieces)
+            throw Error(TA_ERR_BUNDLE, sp_path + " has " + std::to_string(sp.GetPieceSize()) + " pieces but " + path +
+                                       " has " + std::to_string(pieces) + "; export the bundle again");
+        if (model.value("unk_id", -1) != spec.unk_id || sp.unk_id() != spec.unk_id)
+            throw Error(TA_ERR_BUNDLE, path + ": the Unigram unk_id, the sentencepiece model's and the manifest's "
+                                       "tokenizer.unk_id differ; export the bundle again");
+        index_added(added);
+        table.resize(pieces);
+        for (size_t p = 0; p < pieces; ++p) table[p] = static_cast<int64_t>(p);
+        vocab = static_cast<int64_t>(pieces);
+        for (auto &token : added)
+            if (token.id >= static_cast<int64_t>(pieces)) ++vocab;
+    } catch (const json::exception &exc) {
+        throw Error(TA_ERR_BUNDLE, path + " is not a tokenizer.json this library understands (" + exc.what() +
+                                   "); export the bundle again");
+    }
+    eos = spec.eos_id;
+    prefix = spec.prefix_ids;
+    suffix = spec.suffix_ids;
+    fuse_unk = true;
 }
 
 NllbTokenizer::~NllbTokenizer() = default;
 
 bool NllbTokenizer::has_lang(const char *lang) const { return lang && impl_->lang_ids.count(lang); }
+bool NllbTokenizer::has_langs() const { return !impl_->lang_ids.empty(); }
+int64_t NllbTokenizer::vocab_size() const { return impl_->vocab; }
 
-int64_t NllbTokenizer::lang_id(const char *lang) const {
-    if (!lang) throw Error(TA_ERR_ARGUMENT, "NLLB tokenization needs the sentence's language code (e.g. 'eng_Latn'), got NULL");
+int64_t NllbTokenizer::lang_id(const char *lang, const char *option) const {
+    const std::string side = std::string(option) == "tgt_lang" ? "target" : "source";
+    if (!lang)
+        throw Error(TA_ERR_ARGUMENT, std::string(option) + " is required: this bundle starts every " + side +
+                                     " sentence with its language code, e.g. eng_Latn (got NULL)");
     auto it = impl_->lang_ids.find(lang);
     if (it != impl_->lang_ids.end()) return it->second;
     // close codes: same letters ignoring case, else the same first three letters
@@ -336,7 +487,7 @@ int64_t NllbTokenizer::lang_id(const char *lang) const {
         if (k++ == 3) break;
         examples += (examples.empty() ? "" : ", ") + code.first;
     }
-    throw Error(TA_ERR_LANGUAGE, "unknown language code '" + wanted + "' for this tokenizer" +
+    throw Error(TA_ERR_LANGUAGE, std::string(option) + " '" + wanted + "': unknown language code" +
                                  (close.empty() ? "" : "; closest: " + close) + " (" +
                                  std::to_string(impl_->lang_ids.size()) + " codes known, e.g. " + examples + ")");
 }
@@ -416,9 +567,49 @@ void NllbTokenizer::Impl::whitespace(std::string &text) const {
     text.swap(out);
 }
 
-// Steps 3-4: cut <mask> (lstrip) out of a normalized segment, Metaspace on the text parts.
+// Cut added tokens out of `text`, leftmost-longest (tokenizers' AddedVocabulary): `tokens`
+// longest first; an lstrip token takes the whitespace before it, an rstrip one the whitespace
+// after it. Text parts go to `part(text)`, tokens to `token(id)`.
+template <typename Part, typename Token>
+void split_added(const std::string &text, const std::vector<AddedToken> &tokens,
+                 const std::vector<const AddedToken *> *by_first, Part part, Token token) {
+    size_t pos = 0, scan = 0;
+    while (scan < text.size()) {
+        const AddedToken *hit = nullptr;
+        if (by_first) {
+            for (const AddedToken *t : by_first[static_cast<unsigned char>(text[scan])])
+                if (text.compare(scan, t->content.size(), t->content) == 0) {
+                    hit = t;
+                    break;
+                }
+        } else {
+            for (const AddedToken &t : tokens)
+                if (text.compare(scan, t.content.size(), t.content) == 0) {
+                    hit = &t;
+                    break;
+                }
+        }
+        if (!hit) {
+            ++scan;
+            continue;
+        }
+        std::string left = text.substr(pos, scan - pos);
+        if (hit->lstrip) rstrip_white_space(left);
+        if (!left.empty()) part(left);
+        token(hit->id);
+        scan += hit->content.size();
+        if (hit->rstrip)
+            while (scan < text.size() && is_white_space(decode_at(text, scan)))
+                scan += utf8_len(static_cast<unsigned char>(text[scan]));
+        pos = scan;
+    }
+    if (pos < text.size()) part(text.substr(pos));
+}
+
+// Steps 3-4: cut normalized added tokens (NLLB's <mask>) out of a normalized segment, Metaspace
+// on the text parts.
 void NllbTokenizer::Impl::split_normalized(const std::string &text, std::vector<Unit> &out) const {
-    auto metaspace = [](std::string part) {
+    auto metaspace = [](const std::string &part) {
         std::string s;
         for (char c : part) {
             if (c == ' ') s += kMeta;
@@ -427,61 +618,37 @@ void NllbTokenizer::Impl::split_normalized(const std::string &text, std::vector<
         if (!s.empty() && s.compare(0, 3, kMeta) != 0) s.insert(0, kMeta);
         return s;
     };
-    size_t pos = 0, scan = 0;
-    while (scan < text.size() && !norm_tokens.empty()) {
-        const std::pair<std::string, int64_t> *hit = nullptr;
-        for (auto &token : norm_tokens)
-            if (text.compare(scan, token.first.size(), token.first) == 0) {
-                hit = &token;
-                break;
-            }
-        if (!hit) {
-            ++scan;
-            continue;
-        }
-        std::string left = text.substr(pos, scan - pos);
-        rstrip_white_space(left);  // lstrip: the token swallows the whitespace before it
-        if (!left.empty()) out.push_back({metaspace(left), -1});
-        out.push_back({std::string(), hit->second});
-        scan += hit->first.size();
-        pos = scan;
+    const size_t before = out.size();
+    if (norm_tokens.empty()) {
+        if (!text.empty()) out.push_back({metaspace(text), -1});
+    } else {
+        split_added(text, norm_tokens, nullptr, [&](const std::string &part) { out.push_back({metaspace(part), -1}); },
+                    [&](int64_t id) { out.push_back({std::string(), id}); });
     }
-    if (pos < text.size()) out.push_back({metaspace(text.substr(pos)), -1});
-    else if (pos == 0) out.push_back({std::string(), -1});  // an empty segment stays one (empty) unit
+    if (out.size() == before && text.empty()) out.push_back({std::string(), -1});  // an empty segment: one empty unit
 }
 
-Encoded NllbTokenizer::encode(const char *const *words, size_t n_words, int64_t lang_id, Scratch &scratch) const {
+Encoded NllbTokenizer::encode(const WordRef *words, size_t n_words, int64_t lang_id, Scratch &scratch) const {
     const Impl &im = *impl_;
     Encoded enc;
-    enc.ids.push_back(lang_id);
-    enc.word_ids.push_back(-1);
+    if (lang_id >= 0) {
+        enc.ids.push_back(lang_id);
+    } else {
+        enc.ids.assign(im.prefix.begin(), im.prefix.end());
+    }
+    enc.word_ids.assign(enc.ids.size(), -1);
     std::vector<int> pieces;
     std::vector<Unit> raw, units;
     for (size_t w = 0; w < n_words; ++w) {
-        const std::string word(words[w]);
+        const std::string word(words[w].data, words[w].size);
         // step 1: raw added tokens, leftmost-longest
         raw.clear();
-        size_t pos = 0, scan = 0;
         bool any = false;
         for (unsigned char c : word) any = any || im.trigger[c];
-        if (!any) scan = word.size();
-        while (scan < word.size()) {
-            const std::pair<std::string, int64_t> *hit = nullptr;
-            for (auto *token : im.by_first[static_cast<unsigned char>(word[scan])])
-                if (word.compare(scan, token->first.size(), token->first) == 0) {
-                    hit = token;
-                    break;
-                }
-            if (!hit) {
-                ++scan;
-                continue;
-            }
-            if (scan > pos) raw.push_back({word.substr(pos, scan - pos), -1});
-            raw.push_back({std::string(), hit->second});
-            scan += hit->first.size();
-            pos = scan;
-        }
-        if (pos < word.size() || raw.empty()) raw.push_back({word.substr(pos), -1});
+        if (any)
+            split_added(word, im.raw_tokens, im.by_first, [&](const std::string &part) { raw.push_back({part, -1}); },
+                        [&](int64_t id) { raw.push_back({std::string(), id}); });
+        if (!any || raw.empty()) raw.push_back({word, -1});
         // steps 2-4 on each text unit
         units.clear();
         for (Unit &unit : raw) {
@@ -504,16 +671,22 @@ Encoded NllbTokenizer::encode(const char *const *words, size_t n_words, int64_t 
             pieces.clear();
             const auto status = im.sp.Encode(unit.text, &pieces);
             if (!status.ok()) throw Error(TA_ERR_INTERNAL, "sentencepiece: " + status.ToString());
+            bool last_unk = false;
             for (int p : pieces) {
                 if (p < 0 || static_cast<size_t>(p) >= im.table.size())
                     throw Error(TA_ERR_INTERNAL, "sentencepiece returned the id " + std::to_string(p) + " outside its vocabulary");
+                const bool unk = p == im.sp.unk_id();
+                if (im.fuse_unk && unk && last_unk) continue;
+                last_unk = unk;
                 enc.ids.push_back(im.table[p]);
                 enc.word_ids.push_back(static_cast<int32_t>(w));
             }
         }
     }
-    enc.ids.push_back(im.eos);
-    enc.word_ids.push_back(-1);
+    for (int64_t id : im.suffix) {
+        enc.ids.push_back(id);
+        enc.word_ids.push_back(-1);
+    }
     return enc;
 }
 

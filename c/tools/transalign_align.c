@@ -2,27 +2,42 @@
  * transalign-align: align two sentence files with a bundle through libtransalign, writing one
  * Pharaoh line ("i-j i-j ...") per pair, like `transalign align` with its default formats.
  *
- *   transalign-align BUNDLE --src SRC --tgt TGT --src-lang bam_Latn --tgt-lang eng_Latn
- *                    [--precision fp32|int8|fp16] [--provider cpu|cuda|auto] [--threads N]
+ *   transalign-align BUNDLE --src SRC --tgt TGT [--src-lang bam_Latn --tgt-lang eng_Latn]
+ *                    [--precision fp32|int8|fp16] [--provider auto|cpu|cuda] [--threads N]
  *                    [--threshold T] [--batch-tokens N] [--skip-long] [-o OUT]
  *
  * Input: one sentence per line (a "\r" before "\n" is dropped, a UTF-8 BOM at the start of the
- * file too), words split on Unicode whitespace as Python's str.split(). The output file is
- * written to OUT.tmp and renamed when complete. The example C users start from: it shows the
- * whole API (open, align, read links, free, error messages).
+ * file too), words split on Unicode whitespace as Python's str.split() (so U+0000 is part of a
+ * word, as in Python, and reaches the library through ta_align_sized).
+ *
+ * Output (-o), the policy of transalign/outputs.py, checked before any work:
+ *   - a directory, or a file that is one of the inputs (the same file by device and inode, so
+ *     also through a symlink, a hard link or another path), is refused;
+ *   - a FIFO, character device or socket is written directly;
+ *   - a regular file, a new path or a symlink to either: written to a temporary file beside the
+ *     real target (.NAME.PID.XXXXXX.tmp) and renamed over it when complete, so it appears whole
+ *     or not at all; a symlink stays a symlink (its target is replaced); an existing file keeps
+ *     its permission bits, a new one gets 0666 & ~umask; a file with several hard links is
+ *     rewritten in place at the end (a rename would cut the other links).
+ * The example C users start from: it shows the whole API (open, align, read links, free, errors).
  */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "transalign.h"
 
 typedef struct {
-    char **words;        /* pointers into text */
+    const char **words;  /* pointers into text */
+    size_t *lengths;     /* bytes of each word (a word may hold NUL) */
     size_t n_words;
-    char *text;          /* the line, split in place */
+    char *text;          /* the line */
 } line_t;
 
 typedef struct {
@@ -31,16 +46,19 @@ typedef struct {
 } file_t;
 
 static int usage(void) {
-    fprintf(stderr, "usage: transalign-align BUNDLE --src SRC --tgt TGT --src-lang CODE --tgt-lang CODE "
-                    "[--precision fp32|int8|fp16] [--provider cpu|cuda|auto] [--threads N] [--threshold T] "
+    fprintf(stderr, "usage: transalign-align BUNDLE --src SRC --tgt TGT [--src-lang CODE --tgt-lang CODE] "
+                    "[--precision fp32|int8|fp16] [--provider auto|cpu|cuda] [--threads N] [--threshold T] "
                     "[--batch-tokens N] [--skip-long] [-o OUT]\n");
     return 2;
 }
 
-/* Length of the Unicode whitespace character (Python str.isspace) at p, or 0. */
-static size_t space_len(const unsigned char *p) {
+/* Length of the Unicode whitespace character (Python str.isspace) at p (end: one past the
+ * line's last byte), or 0. */
+static size_t space_len(const unsigned char *p, const unsigned char *end) {
+    size_t left = (size_t)(end - p);
     if ((*p >= 0x09 && *p <= 0x0d) || (*p >= 0x1c && *p <= 0x20)) return 1;
-    if (p[0] == 0xc2 && (p[1] == 0x85 || p[1] == 0xa0)) return 2;
+    if (left >= 2 && p[0] == 0xc2 && (p[1] == 0x85 || p[1] == 0xa0)) return 2;
+    if (left < 3) return 0;
     if (p[0] == 0xe1 && p[1] == 0x9a && p[2] == 0x80) return 3;                  /* U+1680 */
     if (p[0] == 0xe2 && p[1] == 0x80 && ((p[2] >= 0x80 && p[2] <= 0x8a) || p[2] == 0xa8 || p[2] == 0xa9 || p[2] == 0xaf))
         return 3;                                                                /* U+2000-200A, 2028, 2029, 202F */
@@ -49,41 +67,51 @@ static size_t space_len(const unsigned char *p) {
     return 0;
 }
 
-static int split_line(line_t *line) {
+static int split_line(line_t *line, size_t len) {
     size_t cap = 8;
-    unsigned char *p = (unsigned char *)line->text;
+    const unsigned char *p = (const unsigned char *)line->text, *end = p + len;
     line->words = malloc(cap * sizeof *line->words);
+    line->lengths = malloc(cap * sizeof *line->lengths);
     line->n_words = 0;
-    if (!line->words) return -1;
-    while (*p) {
+    if (!line->words || !line->lengths) return -1;
+    while (p < end) {
+        const unsigned char *start;
         size_t k;
-        while ((k = space_len(p)) != 0) p += k;
-        if (!*p) break;
+        while (p < end && (k = space_len(p, end)) != 0) p += k;
+        if (p == end) break;
         if (line->n_words == cap) {
-            char **grown = realloc(line->words, 2 * cap * sizeof *grown);
+            const char **grown = realloc(line->words, 2 * cap * sizeof *grown);
+            size_t *grown_lengths;
             if (!grown) return -1;
             line->words = grown;
+            grown_lengths = realloc(line->lengths, 2 * cap * sizeof *grown_lengths);
+            if (!grown_lengths) return -1;
+            line->lengths = grown_lengths;
             cap *= 2;
         }
-        line->words[line->n_words++] = (char *)p;
-        while (*p && !space_len(p)) ++p;
-        if (*p) {
-            k = space_len(p);
-            memset(p, 0, k);
-            p += k;
-        }
+        start = p;
+        while (p < end && !space_len(p, end)) ++p;
+        line->words[line->n_words] = (const char *)start;
+        line->lengths[line->n_words++] = (size_t)(p - start);
     }
     return 0;
 }
 
+/* Python's transalign.formats.text messages: "PATH: file not found", "PATH: is a directory". */
 static int read_lines(const char *path, file_t *file) {
-    FILE *in = fopen(path, "rb");
+    FILE *in;
+    struct stat st;
     char *buf = NULL;
     size_t cap = 0;
     long got;
     memset(file, 0, sizeof *file);
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "transalign-align: %s: is a directory, expected a text file\n", path);
+        return -1;
+    }
+    in = fopen(path, "rb");
     if (!in) {
-        fprintf(stderr, "transalign-align: %s: cannot open\n", path);
+        fprintf(stderr, "transalign-align: %s: %s\n", path, errno == ENOENT ? "file not found" : strerror(errno));
         return -1;
     }
     while ((got = (long)getline(&buf, &cap, in)) >= 0) {
@@ -95,49 +123,253 @@ static int read_lines(const char *path, file_t *file) {
         if (file->n == file->cap) {
             size_t grown_cap = file->cap ? 2 * file->cap : 1024;
             line_t *grown = realloc(file->lines, grown_cap * sizeof *grown);
-            if (!grown) break;
+            if (!grown) goto fail;
             file->lines = grown;
             file->cap = grown_cap;
         }
         line = &file->lines[file->n++];
-        line->text = malloc(len + 4);  /* room for the 3-byte look-ahead of space_len */
-        if (!line->text) break;
+        memset(line, 0, sizeof *line);
+        line->text = malloc(len + 1);
+        if (!line->text) goto fail;
         memcpy(line->text, buf, len);
-        memset(line->text + len, 0, 4);
-        if (strlen(line->text) != len) {
-            fprintf(stderr, "transalign-align: %s, line %zu: contains a NUL byte\n", path, file->n);
-            free(buf);
-            fclose(in);
-            return -1;
-        }
-        if (split_line(line) != 0) break;
+        line->text[len] = 0;
+        if (split_line(line, len) != 0) goto fail;
+    }
+    if (ferror(in)) {
+        fprintf(stderr, "transalign-align: %s: read error: %s\n", path, strerror(errno));
+        free(buf);
+        fclose(in);
+        return -1;
     }
     free(buf);
     fclose(in);
     return 0;
+fail:
+    fprintf(stderr, "transalign-align: %s: out of memory\n", path);
+    free(buf);
+    fclose(in);
+    return -1;
 }
 
 static void free_lines(file_t *file) {
     size_t k;
     for (k = 0; k < file->n; ++k) {
         free(file->lines[k].words);
+        free(file->lines[k].lengths);
         free(file->lines[k].text);
     }
     free(file->lines);
 }
 
+/* ---- the output (policy in the header comment) ---------------------------------------------- */
+
+typedef struct {
+    const char *path;  /* as given; NULL: standard output */
+    char real[PATH_MAX];  /* the file written: symlinks followed */
+    int stream;           /* a FIFO, character device or socket: written directly */
+    int exists;
+    struct stat old;
+} output_t;
+
+/* `path` with its symlinks followed (the target need not exist yet), into `out`. */
+static int follow_links(const char *path, char *out, size_t size) {
+    char link[PATH_MAX], next[PATH_MAX];
+    struct stat st;
+    int hops;
+    if (strlen(path) >= size) return -1;
+    strcpy(out, path);
+    for (hops = 0; hops < 40; ++hops) {
+        ssize_t got;
+        const char *slash;
+        if (lstat(out, &st) != 0 || !S_ISLNK(st.st_mode)) return 0;
+        got = readlink(out, link, sizeof link - 1);
+        if (got < 0) return -1;
+        link[got] = 0;
+        slash = strrchr(out, '/');
+        if (link[0] == '/' || !slash) {
+            if (strlen(link) >= size) return -1;
+            strcpy(next, link);
+        } else if (snprintf(next, sizeof next, "%.*s/%s", (int)(slash - out), out, link) >= (int)sizeof next) {
+            return -1;
+        }
+        strcpy(out, next);
+    }
+    return -1;
+}
+
+static void directory_of(const char *path, char *dir, size_t size) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, size, ".");
+    else if (slash == path) snprintf(dir, size, "/");
+    else snprintf(dir, size, "%.*s", (int)(slash - path), path);
+}
+
+/* Refuse, before any work, an output that is a directory, one of the inputs or unwritable. */
+static int check_output(output_t *out, const char *path, const char *const *inputs, int n_inputs) {
+    struct stat st, in;
+    char dir[PATH_MAX];
+    int k;
+    memset(out, 0, sizeof *out);
+    out->path = path;
+    if (!path || strcmp(path, "-") == 0) {
+        out->path = NULL;
+        return 0;
+    }
+    if (stat(path, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) {
+            fprintf(stderr, "transalign-align: -o %s is a directory; give a file name, e.g. %s/out.txt\n", path, path);
+            return -1;
+        }
+        if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode) || S_ISSOCK(st.st_mode)) {
+            out->stream = 1;
+            return 0;
+        }
+        for (k = 0; k < n_inputs; ++k)
+            if (stat(inputs[k], &in) == 0 && in.st_dev == st.st_dev && in.st_ino == st.st_ino) {
+                fprintf(stderr, "transalign-align: -o %s is also an input (%s); writing it would destroy the input: "
+                                "choose another output file\n", path, inputs[k]);
+                return -1;
+            }
+        out->exists = 1;
+        out->old = st;
+    }
+    if (follow_links(path, out->real, sizeof out->real) != 0) {
+        fprintf(stderr, "transalign-align: cannot write -o %s: its symbolic links cannot be followed\n", path);
+        return -1;
+    }
+    directory_of(out->real, dir, sizeof dir);
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "transalign-align: cannot write -o %s: directory %s does not exist\n", path, dir);
+        return -1;
+    }
+    if (access(dir, W_OK | X_OK) != 0) {
+        fprintf(stderr, "transalign-align: cannot write -o %s: directory %s is not writable\n", path, dir);
+        return -1;
+    }
+    return 0;
+}
+
+static int write_lines(FILE *out, ta_result *result, char **buffer, size_t *size) {
+    size_t k, needed;
+    for (k = 0; k < ta_result_count(result); ++k) {
+        if (ta_result_pharaoh_into(result, k, *buffer, *size, &needed) != TA_OK) {
+            char *grown = realloc(*buffer, needed);
+            if (!grown) return -1;
+            *buffer = grown;
+            *size = needed;
+            if (ta_result_pharaoh_into(result, k, *buffer, *size, &needed) != TA_OK) return -1;
+        }
+        if (fputs(*buffer, out) == EOF || fputc('\n', out) == EOF) return -1;
+    }
+    return 0;
+}
+
+static int copy_into(const char *from, const char *to) {
+    FILE *in = fopen(from, "rb"), *out = in ? fopen(to, "wb") : NULL;
+    char block[65536];
+    size_t got;
+    int ok = in && out;
+    while (ok && (got = fread(block, 1, sizeof block, in)) > 0) ok = fwrite(block, 1, got, out) == got;
+    ok = ok && !ferror(in);
+    if (in) fclose(in);
+    if (out && fclose(out) != 0) ok = 0;
+    return ok ? 0 : -1;
+}
+
+/* Write every line of `result` to the output, atomically where it is a file. */
+static int write_output(const output_t *out, ta_result *result) {
+    char *buffer = NULL, tmp[2 * PATH_MAX + 64], dir[PATH_MAX];
+    const char *name;
+    size_t size = 0;
+    FILE *file;
+    int fd, rc = -1;
+    mode_t mask;
+    if (!out->path || out->stream) {
+        file = out->path ? fopen(out->path, "wb") : stdout;
+        if (!file || write_lines(file, result, &buffer, &size) != 0 || fflush(file) != 0) {
+            fprintf(stderr, "transalign-align: cannot write %s: %s\n", out->path ? out->path : "standard output",
+                    strerror(errno));
+            if (file && file != stdout) fclose(file);
+            free(buffer);
+            return -1;
+        }
+        free(buffer);
+        return file == stdout ? 0 : (fclose(file) == 0 ? 0 : -1);
+    }
+    directory_of(out->real, dir, sizeof dir);
+    name = strrchr(out->real, '/') ? strrchr(out->real, '/') + 1 : out->real;
+    snprintf(tmp, sizeof tmp, "%s/.%s.%ld.XXXXXX.tmp", dir, name, (long)getpid());
+    fd = mkstemps(tmp, 4);
+    if (fd < 0 || !(file = fdopen(fd, "wb"))) {
+        fprintf(stderr, "transalign-align: cannot write %s: %s (in %s)\n", out->real, strerror(errno), dir);
+        if (fd >= 0) {
+            close(fd);
+            unlink(tmp);
+        }
+        return -1;
+    }
+    if (write_lines(file, result, &buffer, &size) != 0 || fflush(file) != 0 || fsync(fileno(file)) != 0) {
+        fprintf(stderr, "transalign-align: cannot write %s: %s\n", out->real, strerror(errno));
+        fclose(file);
+        goto done;
+    }
+    if (fclose(file) != 0) goto failed;
+    if (out->exists && out->old.st_nlink > 1) {  /* keep every hard link: rewrite in place */
+        if (copy_into(tmp, out->real) != 0) goto failed;
+        unlink(tmp);
+        rc = 0;
+        goto done;
+    }
+    mask = umask(0);
+    umask(mask);
+    if (chmod(tmp, out->exists ? (out->old.st_mode & 07777) : (0666 & ~mask)) != 0 || rename(tmp, out->real) != 0)
+        goto failed;
+    rc = 0;
+    goto done;
+failed:
+    fprintf(stderr, "transalign-align: cannot write %s: %s\n", out->real, strerror(errno));
+done:
+    if (rc != 0) unlink(tmp);
+    free(buffer);
+    return rc;
+}
+
+/* A number option, refused unless the whole value parses. */
+static int parse_double(const char *flag, const char *value, double *out) {
+    char *end;
+    errno = 0;
+    *out = strtod(value, &end);
+    if (errno || end == value || *end) {
+        fprintf(stderr, "transalign-align: %s '%s': not a number\n", flag, value);
+        return -1;
+    }
+    return 0;
+}
+
+static int parse_count(const char *flag, const char *value, unsigned long *out) {
+    char *end;
+    errno = 0;
+    *out = strtoul(value, &end, 10);
+    if (errno || end == value || *end || value[0] == '-') {
+        fprintf(stderr, "transalign-align: %s '%s': not a non-negative integer\n", flag, value);
+        return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *bundle = NULL, *src_path = NULL, *tgt_path = NULL, *src_lang = NULL, *tgt_lang = NULL, *out_path = NULL;
+    const char *inputs[2];
     ta_open_options open_options;
     ta_align_options align_options;
     ta_aligner *aligner = NULL;
     ta_result *result = NULL;
-    ta_sentence *src = NULL, *tgt = NULL;
+    ta_sized_sentence *src = NULL, *tgt = NULL;
     file_t src_file, tgt_file;
-    FILE *out = stdout;
-    char *tmp_path = NULL;
-    size_t k, skipped = 0;
-    int status, rc = 1, i;
+    output_t output;
+    size_t k, skipped = 0, max_chars = 0;
+    unsigned long count;
+    int status, rc = 1, i, max_positions = 0;
 
     ta_open_options_init(&open_options);
     ta_align_options_init(&align_options);
@@ -153,14 +385,30 @@ int main(int argc, char **argv) {
         else if (strcmp(arg, "--tgt-lang") == 0) tgt_lang = value;
         else if (strcmp(arg, "--precision") == 0) open_options.precision = value;
         else if (strcmp(arg, "--provider") == 0) open_options.provider = value;
-        else if (strcmp(arg, "--threads") == 0) open_options.threads = atoi(value);
-        else if (strcmp(arg, "--threshold") == 0) align_options.threshold = strtod(value, NULL);
-        else if (strcmp(arg, "--batch-tokens") == 0) align_options.batch_tokens = (size_t)strtoul(value, NULL, 10);
-        else if (strcmp(arg, "-o") == 0 || strcmp(arg, "--output") == 0) out_path = value;
+        else if (strcmp(arg, "--threads") == 0) {
+            if (parse_count(arg, value, &count) != 0 || count > INT_MAX) return 2;
+            open_options.threads = (int)count;
+        } else if (strcmp(arg, "--threshold") == 0) {
+            if (parse_double(arg, value, &align_options.threshold) != 0) return 2;
+            if (align_options.threshold < 0) {  /* negative means "the default" to the library */
+                fprintf(stderr, "transalign-align: --threshold %s: must be a number in [0, 1)\n", value);
+                return 2;
+            }
+        } else if (strcmp(arg, "--batch-tokens") == 0) {
+            if (parse_count(arg, value, &count) != 0) return 2;
+            if (count == 0) {
+                fprintf(stderr, "transalign-align: --batch-tokens 0: must be an integer >= 1\n");
+                return 2;
+            }
+            align_options.batch_tokens = (size_t)count;
+        } else if (strcmp(arg, "-o") == 0 || strcmp(arg, "--output") == 0) out_path = value;
         else return usage();
         i += takes;
     }
     if (!bundle || !src_path || !tgt_path) return usage();
+    inputs[0] = src_path;
+    inputs[1] = tgt_path;
+    if (check_output(&output, out_path, inputs, 2) != 0) return 1;  /* before any work */
     if (read_lines(src_path, &src_file) != 0) return 1;
     if (read_lines(tgt_path, &tgt_file) != 0) {
         free_lines(&src_file);
@@ -175,9 +423,11 @@ int main(int argc, char **argv) {
     tgt = calloc(tgt_file.n + 1, sizeof *tgt);
     if (!src || !tgt) goto done;
     for (k = 0; k < src_file.n; ++k) {
-        src[k].words = (const char *const *)src_file.lines[k].words;
+        src[k].words = src_file.lines[k].words;
+        src[k].lengths = src_file.lines[k].lengths;
         src[k].n_words = src_file.lines[k].n_words;
-        tgt[k].words = (const char *const *)tgt_file.lines[k].words;
+        tgt[k].words = tgt_file.lines[k].words;
+        tgt[k].lengths = tgt_file.lines[k].lengths;
         tgt[k].n_words = tgt_file.lines[k].n_words;
     }
 
@@ -186,45 +436,25 @@ int main(int argc, char **argv) {
         fprintf(stderr, "transalign-align: %s: %s\n", ta_status_name(status), ta_errmsg());
         goto done;
     }
-    status = ta_align(aligner, src, tgt, src_file.n, src_lang, tgt_lang, &align_options, &result);
+    status = ta_align_sized(aligner, src, tgt, src_file.n, src_lang, tgt_lang, &align_options, &result);
     if (status != TA_OK) {
         fprintf(stderr, "transalign-align: %s: %s\n", ta_status_name(status), ta_errmsg());
         goto done;
     }
-    if (out_path) {
-        tmp_path = malloc(strlen(out_path) + 5);
-        if (!tmp_path) goto done;
-        sprintf(tmp_path, "%s.tmp", out_path);
-        out = fopen(tmp_path, "wb");
-        if (!out) {
-            fprintf(stderr, "transalign-align: cannot write %s\n", tmp_path);
-            out = stdout;
-            goto done;
-        }
-    }
+    if (write_output(&output, result) != 0) goto done;
     for (k = 0; k < ta_result_count(result); ++k) {
-        fputs(ta_result_pharaoh(result, k), out);
-        fputc('\n', out);
-        skipped += ta_result_skipped(result, k) == 1;
+        int was_skipped = 0;
+        ta_result_get_skipped(result, k, &was_skipped);
+        skipped += (size_t)was_skipped;
     }
-    if (out != stdout) {
-        if (fclose(out) != 0 || rename(tmp_path, out_path) != 0) {
-            fprintf(stderr, "transalign-align: cannot write %s\n", out_path);
-            out = stdout;
-            goto done;
-        }
-        out = stdout;
+    if (skipped) {
+        ta_aligner_get_max_positions(aligner, &max_positions);
+        ta_aligner_get_max_sentence_chars(aligner, &max_chars);
+        fprintf(stderr, "transalign-align: %zu of %zu pairs were longer than the model's %d tokens (or %zu characters) "
+                        "and got an empty line\n", skipped, src_file.n, max_positions, max_chars);
     }
-    if (skipped)
-        fprintf(stderr, "transalign-align: %zu of %zu pairs were longer than the model's %d tokens and got an empty line\n",
-                skipped, src_file.n, ta_aligner_max_positions(aligner));
     rc = 0;
 done:
-    if (out != stdout) {
-        fclose(out);
-        remove(tmp_path);
-    }
-    free(tmp_path);
     ta_result_free(result);
     ta_close(aligner);
     free(src);
