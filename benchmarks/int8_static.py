@@ -21,12 +21,13 @@ import json
 import time
 from pathlib import Path
 
-from benchmarks.full_size import BAM, SHARED, build_checkpoint
+from benchmarks.full_size import BAM, build_checkpoint
 from transalign.engine.aligner import Aligner
 from transalign.engine.session import open_session
 from transalign.formats.text import read_sentences
 
 WORK = Path("benchmarks/work")
+LORA = Path(__file__).resolve().parents[1] / "data" / "reference" / "transalign-lora-nllb-600m"
 LANGS = ("bam_Latn", "eng_Latn")
 
 
@@ -39,7 +40,7 @@ def build(work: Path) -> Path:
     bundle = work / "nllb-600m-static-int8"
     if not (bundle / "manifest.json").is_file():
         model = build_checkpoint(work / "nllb-600m-random")
-        export_bundle(str(model), bundle, lora=SHARED / "reference/transalign-lora-nllb-600m", layer=12,
+        export_bundle(str(model), bundle, lora=LORA, layer=12,
                       precisions="fp32,int8", force=True)
     dynamic = work / "dynamic-int8" / "model.int8.onnx"
     if not dynamic.is_file():
