@@ -12,7 +12,7 @@ TORCH_INDEX ?=
 STAMP := $(VENV)/.transalign-installed
 PY = $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 
-.PHONY: demo test bench install c
+.PHONY: demo test bench install c install-c
 
 demo: $(STAMP)
 	$(BIN)/python -m tools.demo
@@ -26,6 +26,12 @@ bench:
 # libtransalign, the C library (README.md "C library"), into build/c/
 c:
 	$(MAKE) -C c BUILD=$(CURDIR)/build/c PYTHON=$(if $(wildcard $(BIN)/python),$(abspath $(BIN)/python),$(PYTHON))
+
+PREFIX ?= /usr/local
+# libtransalign installed under PREFIX: include/, lib/ (+ lib/pkgconfig/transalign.pc), bin/
+# (`make install` is the Python set-up)
+install-c: c
+	$(MAKE) -C c install BUILD=$(CURDIR)/build/c PREFIX=$(abspath $(PREFIX)) PYTHON=$(if $(wildcard $(BIN)/python),$(abspath $(BIN)/python),$(PYTHON))
 
 install: $(STAMP)
 

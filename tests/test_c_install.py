@@ -1,0 +1,90 @@
+"""`make install-c PREFIX=DIR` and the documented C example built against the installed copy
+(issue 26.3): headers, libraries, pkg-config file and tool land in DIR/include, lib,
+lib/pkgconfig, bin; `cc app.c $(pkg-config --cflags --libs transalign)` builds the example of
+docs/c-library.md as written, and it runs from any directory and prints the Python engine's links.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from transalign import Aligner
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "c-library.md"
+
+
+@pytest.fixture(scope="module")
+def prefix(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("prefix") / "usr"
+    run = subprocess.run(["make", "-j2", "install-c", f"PREFIX={out}", f"PYTHON={sys.executable}"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return out
+
+
+def test_install_layout(prefix):
+    for name in ("include/transalign.h", "lib/libtransalign.so.0", "lib/libtransalign.so", "lib/libtransalign.a",
+                 "lib/pkgconfig/transalign.pc", "bin/transalign-align"):
+        assert (prefix / name).exists(), name
+    pc = (prefix / "lib" / "pkgconfig" / "transalign.pc").read_text()
+    assert f"prefix={prefix}" in pc and "includedir=${prefix}/include" in pc and "libdir=${exec_prefix}/lib" in pc
+    assert re.search(r"^Libs: .*-ltransalign", pc, re.M) and re.search(r"^Requires.private: ", pc, re.M)
+
+
+def example_source() -> tuple[str, str]:
+    """The first C program of docs/c-library.md and the bundle path its ta_open names."""
+    blocks = re.findall(r"```c\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
+    assert blocks, f"no ```c block in {DOC}"
+    source = blocks[0]
+    bundle = re.search(r'ta_open\("([^"]+)"', source)
+    assert bundle, "the example opens no bundle by name"
+    return source, bundle.group(1)
+
+
+def test_the_documented_example_builds_with_pkg_config_and_runs_anywhere(prefix, tiny_bundle, tmp_path):
+    source, bundle_name = example_source()
+    app = tmp_path / "build" / "app"
+    app.parent.mkdir()
+    (app.parent / "app.c").write_text(source, encoding="utf-8")
+    env = dict(os.environ, PKG_CONFIG_PATH=str(prefix / "lib" / "pkgconfig"))
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "transalign"], env=env, capture_output=True, text=True)
+    assert flags.returncode == 0, flags.stderr
+    assert str(prefix / "include") in flags.stdout and str(prefix / "lib") in flags.stdout
+    build = subprocess.run(["cc", "-std=c99", "-Wall", "-Werror", "app.c", *flags.stdout.split(), "-o", "app"],
+                           cwd=app.parent, capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / Path(bundle_name).parent).mkdir(parents=True, exist_ok=True)
+    (elsewhere / bundle_name).symlink_to(tiny_bundle, target_is_directory=True)  # the bundle the example names
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    run = subprocess.run([str(app)], cwd=elsewhere, capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    ldd = subprocess.run(["ldd", str(app)], capture_output=True, text=True).stdout
+    assert str(prefix / "lib" / "libtransalign.so.0") in ldd, ldd
+    words = [re.findall(r'"([^"]*)"', m) for m in re.findall(r"const char \*\w+\[\] = \{([^}]*)\}", source)]
+    assert len(words) == 2, source
+    precision = re.search(r'options\.precision = "(\w+)"', source)
+    langs = re.search(r'ta_align\(aligner, &src, &tgt, 1, ("?\w+"?), ("?\w+"?)', source)
+    src_lang, tgt_lang = (None if v == "NULL" else v.strip('"') for v in langs.groups())
+    python = Aligner.load(tiny_bundle, provider="cpu", precision=precision.group(1) if precision else "fp32")
+    links = python.align([words[0]], [words[1]], src_lang, tgt_lang)[0].links
+    assert run.stdout == " ".join(f"{i}-{j}" for i, j in links) + "\n"
+
+
+def test_the_installed_tool_runs_from_any_directory(prefix, tiny_bundle, tmp_path):
+    (tmp_path / "s.txt").write_text("Ne bɛ taa\n", encoding="utf-8")
+    (tmp_path / "t.txt").write_text("I am going\n", encoding="utf-8")
+    tool = tmp_path / "copy" / "transalign-align"
+    tool.parent.mkdir()
+    shutil.copy(prefix / "bin" / "transalign-align", tool)
+    run = subprocess.run([str(tool), str(tiny_bundle), "--src", "s.txt", "--tgt", "t.txt", "--src-lang", "bam_Latn",
+                          "--tgt-lang", "eng_Latn", "--threads", "1"], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.count("\n") == 1, run.stderr
