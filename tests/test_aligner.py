@@ -164,7 +164,7 @@ def test_threshold_override(aligner):
 
 def test_too_long_is_an_error_naming_the_pair(aligner):
     long = ["word"] * 400  # > 256 positions of the tiny model
-    with pytest.raises(TooLongError, match=r"pair 1: the target sentence has \d+ tokens.*maximum of 256"):
+    with pytest.raises(TooLongError, match=r"pair 1: the target sentence has (\d+|more than \d+) tokens.*maximum of 256"):
         aligner.align(["a", "b", "c"], ["x", long, "z"], "eng_Latn", "ces_Latn")
 
 
@@ -196,9 +196,9 @@ def test_provider_and_precision_errors(tiny_bundle):
             Aligner.load(tiny_bundle, provider="cuda")
         with pytest.raises(ValueError, match="fp16 models are for the CUDA provider"):
             Aligner.load(tiny_bundle, provider="auto", precision="fp16")
-    with pytest.raises(ValueError, match="provider 'tpu' is not one of auto, cpu, cuda"):
+    with pytest.raises(ValueError, match="provider 'tpu': not one of auto, cpu, cuda"):
         Aligner.load(tiny_bundle, provider="tpu")
-    with pytest.raises(ValueError, match="precision 'int4' is not one of"):
+    with pytest.raises(ValueError, match="precision 'int4': not one of"):
         Aligner.load(tiny_bundle, precision="int4")
 
 
@@ -210,7 +210,7 @@ def test_bundle_without_a_precision(tmp_path, tiny_bundle):
     del manifest["files"]["model.int8.onnx"]
     (bundle / "model.int8.onnx").unlink()
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match=r"has no int8 model \(it has fp32, fp16\)"):
+    with pytest.raises(ValueError, match=r"precision 'int8': bundle \w+ has no such model \(it has fp32, fp16\)"):
         Aligner.load(bundle, precision="int8")
 
 

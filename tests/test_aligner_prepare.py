@@ -52,7 +52,7 @@ def test_prepared_threshold_and_reference_setting(aligner, bam_pairs):
     prepared = aligner.prepare(src, tgt, *LANGS)
     for threshold in (None, 0.05, 0.3):
         assert aligner.align_prepared(prepared, threshold) == aligner.align(src, tgt, *LANGS, threshold)
-    with pytest.raises(ValueError, match="applies to method .softmax. only"):
+    with pytest.raises(ValueError, match="threshold 0.1: applies to method softmax only, not to argmax"):
         aligner.align_prepared(prepared, 0.1, method="argmax")
 
 
@@ -68,7 +68,7 @@ def test_prepare_in_another_thread_gives_the_same_results(aligner, bam_pairs):
 
 @pytest.mark.parametrize(("words", "exact"), [(["w"] * 300, False), (["qz" * 300], True)])
 def test_prepare_too_long_names_the_pair(aligner, words, exact):
-    with pytest.raises(TooLongError, match=r"pair 2: the target sentence has \d+ tokens.*maximum of 256") as info:
+    with pytest.raises(TooLongError, match=r"pair 2: the target sentence has (\d+|more than \d+) tokens.*maximum of 256") as info:
         aligner.prepare(["a", "b", "c"], ["x", "y", words], "eng_Latn", "ces_Latn")
     assert (info.value.pair, info.value.side, info.value.limit, info.value.exact) == (2, "target", 256, exact)
     assert info.value.tokens > 256

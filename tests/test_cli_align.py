@@ -85,7 +85,7 @@ def test_failure_midway_keeps_no_partial_output(tmp_path, tiny_bundle, capsys):
             "--tgt-lang", "ces_Latn", "-o", str(out)]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "src.txt, line 3001: sentence has" in err and "--skip-long" in err and "skip_long" not in err
+    assert "src.txt, line 3001: the source sentence has" in err and "--skip-long" in err and "skip_long" not in err
     assert out.read_text() == "previous content\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt", "src.txt", "tgt.txt"]
     assert main(args + ["--skip-long"]) == 0

@@ -67,11 +67,11 @@ def test_every_method_is_batch_invariant(aligner, corpus, method, word_level):
 
 
 def test_method_options_are_checked(aligner):
-    with pytest.raises(ValueError, match="a threshold applies to method 'softmax' only"):
+    with pytest.raises(ValueError, match="threshold 0.1: applies to method softmax only"):
         aligner.align([["a"]], [["b"]], *LANGS, threshold=0.1, method="argmax")
-    with pytest.raises(ValueError, match="method 'best' is not one of softmax, argmax, itermax"):
+    with pytest.raises(ValueError, match="method 'best': not one of softmax, argmax, itermax"):
         aligner.align([["a"]], [["b"]], *LANGS, method="best")
-    with pytest.raises(ValueError, match="word_level 'max' is not one of any, mean"):
+    with pytest.raises(ValueError, match="word_level 'max': not one of any, mean"):
         aligner.align([["a"]], [["b"]], *LANGS, word_level="max")
 
 
@@ -90,14 +90,18 @@ def test_align_scored_formats_match_the_api(tmp_path, tiny_bundle, aligner, corp
         outputs[fmt] = out
     records = [json.loads(line) for line in outputs["jsonl"].read_text(encoding="utf-8").splitlines()]
     assert [[tuple(link) for link in r["links"]] for r in records] == [list(r.links) for r in expected]
-    assert [r["scores"] for r in records] == [list(r.scores) for r in expected]  # full precision round trip
+    # the one jsonl record schema (formats.alignments.format_record): id, links, scores to 6 significant digits
+    assert [r["id"] for r in records] == list(range(len(expected)))
+    assert [r["scores"] for r in records] == [[float(f"{v:.6g}") for v in r.scores] for r in expected]
     lines = outputs["pharaoh-scores"].read_text(encoding="utf-8").splitlines()
     for line, r in zip(lines, expected):
         tokens = [token.partition(":") for token in line.split()]
         assert [t[0] for t in tokens] == [f"{i}-{j}" for i, j in r.links]
         assert [float(t[2]) for t in tokens] == pytest.approx(list(r.scores), rel=1e-5)
-    # the readers take pharaoh-scores like pharaoh
+    # the readers take pharaoh-scores and jsonl records like pharaoh (eval and project read every output format)
     assert read_alignments(outputs["pharaoh-scores"]) == read_alignments(outputs["pharaoh"])
+    assert [line.sure for line in read_alignments(outputs["jsonl"])] == \
+        [line.sure for line in read_alignments(outputs["pharaoh"])]
 
 
 def test_align_refuses_a_threshold_for_argmax(tmp_path, tiny_bundle, capsys):
@@ -105,7 +109,7 @@ def test_align_refuses_a_threshold_for_argmax(tmp_path, tiny_bundle, capsys):
     out = tmp_path / "out.txt"
     assert main(["align", str(tiny_bundle), "--src", str(src), "--tgt", str(src), "--src-lang", LANGS[0],
                  "--tgt-lang", LANGS[1], "--method", "argmax", "--threshold", "0.1", "-o", str(out)]) == 2
-    assert "--threshold applies to --method softmax only" in capsys.readouterr().err and not out.exists()
+    assert "--threshold 0.1: applies to method softmax only, not to argmax" in capsys.readouterr().err and not out.exists()
 
 
 @pytest.fixture

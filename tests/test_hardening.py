@@ -129,7 +129,7 @@ def test_non_finite_hidden_states_are_an_error_naming_the_pair(tiny_bundle):
                 out[row, 1, 0] = np.nan
             return [out]
 
-    aligner.session = Poisoned()
+    aligner.encoder.session = Poisoned()  # the engine's one ONNX Runtime caller (engine.encoder)
     with pytest.raises(NonFiniteError, match="pair 1: the encoder produced NaN or infinite values for the source"):
         aligner.align(src, ["x", "y", "z"], "eng_Latn", "ces_Latn")
 
@@ -151,7 +151,7 @@ def test_hopeless_sentence_is_refused_before_tokenization(tiny_bundle):
             aligner_tokenizer.check_lang(lang)
 
     aligner_tokenizer = aligner.tokenizer
-    aligner.tokenizer = Recording()
+    aligner.preparer.tokenizer = Recording()  # engine.prepare tokenizes
     huge = ["word"] * 1_000_000
     with pytest.raises(TooLongError) as info:
         aligner.align([["ok"], huge], [["x"], ["y"]], "eng_Latn", "ces_Latn")
@@ -172,7 +172,7 @@ def test_threads_are_checked_and_clamped(tiny_bundle):
     import os
 
     cores = len(os.sched_getaffinity(0))
-    with pytest.raises(ValueError, match="threads 0 must be an integer >= 1"):
+    with pytest.raises(ValueError, match="threads 0: must be an integer >= 1"):
         Aligner.load(tiny_bundle, provider="cpu", threads=0)
     with pytest.warns(UserWarning, match=f"threads {cores + 62} is more than the {cores} cores available"):
         aligner = Aligner.load(tiny_bundle, provider="cpu", threads=cores + 62)
@@ -188,11 +188,10 @@ def test_cli_batch_tokens_zero_is_a_clear_error(tmp_path, tiny_bundle, capsys):
     assert "must be an integer in 1..65536" in capsys.readouterr().err
 
 
-def test_progress_hook_runs_every_encoder_batch(tiny_bundle):
+def test_progress_runs_every_encoder_batch(tiny_bundle):
     aligner = Aligner.load(tiny_bundle, provider="cpu")
     calls = []
-    aligner.progress_hook = calls.append
-    aligner.align(["a b c"] * 50, ["x y"] * 50, "eng_Latn", "ces_Latn", batch_tokens=64)
+    aligner.align(["a b c"] * 50, ["x y"] * 50, "eng_Latn", "ces_Latn", batch_tokens=64, progress=calls.append)
     assert len(calls) > 3 and sum(calls) == 100  # 100 sentences, in several batches, all counted
 
 
@@ -249,7 +248,7 @@ def test_cli_names_the_missing_language_flag(tmp_path, tiny_bundle, capsys):
     src.write_text("a\n")
     tgt.write_text("b\n")
     assert main(["align", str(tiny_bundle), "--src", str(src), "--tgt", str(tgt), "--tgt-lang", "ces_Latn"]) == 2
-    assert "--src-lang is required for this bundle" in capsys.readouterr().err
+    assert "--src-lang is required: this m2m100 bundle starts every source sentence with its language code" in capsys.readouterr().err
 
 
 def test_language_suggestions_ignore_case(tiny_bundle):

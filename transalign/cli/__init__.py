@@ -32,6 +32,24 @@ class UserError(Exception):
     """An error caused by the user's input; printed without a traceback, exit code 2."""
 
 
+# the extra that provides a command's optional dependencies (pyproject.toml)
+_EXTRAS = {"export": "export", "finetune": "train", "serve": "serve", "eval-bio": "eval", "align-corpus": "ray"}
+
+
+def _missing_module(command: str, exc: ModuleNotFoundError) -> str:
+    """'pip install ...' for a dependency the installed extras lack, instead of a traceback."""
+    extra = _EXTRAS.get(command)
+    hint = f"pip install 'transalign[{extra}]'" if extra else f"pip install {exc.name}"
+    return f"this command needs {exc.name!r}, which is not installed: {hint}"
+
+
+def _show_warning(command: str):
+    """Warnings as one line naming the command, without Python's source-line echo."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"transalign {command}: warning: {message}", file=sys.stderr)
+    return show
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transalign",
@@ -74,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate)
+    import warnings
+
+    from transalign.engine.options import OptionError
+
+    previous_show = warnings.showwarning
+    warnings.showwarning = _show_warning(args.command)
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:
@@ -81,6 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         print(f"transalign {args.command}: terminated; no partial output was kept", file=sys.stderr)
         return 143
+    except OptionError as exc:
+        from transalign.cli.options import flag_of
+
+        print(f"transalign {args.command}: error: {exc.named(flag_of(exc.option))}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] == "transalign":
+            raise
+        print(f"transalign {args.command}: error: {_missing_module(args.command, exc)}", file=sys.stderr)
+        return 2
     except (UserError, ValueError, OSError) as exc:
         # ValueError subclasses (BundleError, ExportError, FormatError...) carry user-facing text.
         print(f"transalign {args.command}: error: {exc}", file=sys.stderr)
@@ -89,5 +123,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"transalign {args.command}: interrupted; no partial output was kept", file=sys.stderr)
         return 130
     finally:
+        warnings.showwarning = previous_show
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, previous)

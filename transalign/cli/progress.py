@@ -29,10 +29,21 @@ class Progress:
             sys.stderr.write(f"\r{self.label}: {done}, {rate:,.0f}/s ")
         else:
             share = 100.0 * min(self.done, self.total) / self.total if self.total else 100.0
-            sys.stderr.write(f"\r{self.label}: {done}/{self.total} ({share:5.1f}%), {rate:,.0f}/s ")
+            eta = f", ETA {_duration(max(self.total - self.done, 0) / rate)}" if rate > 0 else ""
+            sys.stderr.write(f"\r{self.label}: {done}/{self.total} ({share:5.1f}%), {rate:,.0f}/s{eta} ")
         sys.stderr.flush()
 
     def close(self) -> None:
         if self.enabled:
             self._draw(time.perf_counter())
             sys.stderr.write("\n")
+
+
+def _duration(seconds: float) -> str:
+    """'42s', '7m05s', '3h12m': short enough for a progress line."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

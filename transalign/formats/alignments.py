@@ -6,10 +6,14 @@ One line per sentence pair, links separated by whitespace, 0-based word indices:
     pharaoh:         0-1 2-3 4-4
     id:              ID<TAB>0-1 2-3 4-4
     pharaoh-scores:  0-1:0.873 2-3:0.0412 4-4:0.5      (each link's score, 6 significant digits)
-    jsonl:           {"links": [[0, 1], [2, 3], [4, 4]], "scores": [0.873..., ...]}   (full precision)
+    jsonl:           {"id": 7, "links": [[0, 1], [2, 3], [4, 4]], "scores": [0.873, ...]}
 
-The readers accept ``pharaoh-scores`` lines too (a ``:SCORE`` suffix is checked and dropped), so
-``eval`` and ``project`` read them like pharaoh files.
+``jsonl`` is one record schema for every command that writes or reads it (``align``,
+``align-corpus``, ``eval``, ``project``): ``id`` (the 0-based pair index, or the corpus row's id),
+``links``, and, only when present, ``scores`` (6 significant digits, one per link) and
+``skipped`` (why the pair got no links, e.g. ``"too_long"``). The readers accept ``pharaoh-scores``
+lines (a ``:SCORE`` suffix is checked and dropped) and ``jsonl`` records too, so ``eval`` and
+``project`` read every output format of ``align``.
 
 ``i-j`` links word ``i`` of the source side to word ``j`` of the target side. Gold files may
 also hold *possible* links written ``ipj`` (Och & Ney 2003); a link given both as sure and as
@@ -41,6 +45,7 @@ __all__ = [
     "atomic_open",
     "format_line",
     "format_links",
+    "format_record",
     "format_scored_line",
     "iter_alignments",
     "iter_lines",
@@ -50,6 +55,7 @@ __all__ = [
 ]
 
 FORMATS = ("pharaoh", "id")
+READ_FORMATS = FORMATS + ("jsonl",)
 SCORED_FORMATS = ("jsonl", "pharaoh-scores")  # written with each link's score
 OUTPUT_FORMATS = FORMATS + SCORED_FORMATS
 Link = tuple[int, int]  # (source word, target word), 0-based
@@ -117,8 +123,10 @@ def parse_line(text: str, *, allow_possible: bool = False, fmt: str = "auto") ->
     """Parse one line (without its newline). ``fmt`` is ``"auto"`` (an ``ID<TAB>`` prefix is
     recognised by its tab), ``"pharaoh"`` (no id allowed) or ``"id"`` (id required).
     Raises :class:`FormatError` without a location; readers add file and line."""
-    if fmt not in ("auto", *FORMATS):
-        raise ValueError(f"unknown alignment format {fmt!r}; expected one of: auto, {', '.join(FORMATS)}")
+    if fmt not in ("auto", *READ_FORMATS):
+        raise ValueError(f"unknown alignment format {fmt!r}; expected one of: auto, {', '.join(READ_FORMATS)}")
+    if fmt == "jsonl" or (fmt == "auto" and text.lstrip().startswith("{")):
+        return _parse_record(text)
     ident: str | None = None
     body = text
     if "\t" in text:
@@ -143,6 +151,24 @@ def parse_line(text: str, *, allow_possible: bool = False, fmt: str = "auto") ->
     return AlignmentLine(frozenset(sure), frozenset(possible - sure), ident)
 
 
+def _parse_record(text: str) -> AlignmentLine:
+    """One ``jsonl`` record (module docstring) as an AlignmentLine (its id as text)."""
+    try:
+        record = json.loads(text)
+    except (json.JSONDecodeError, RecursionError, ValueError) as exc:
+        raise FormatError(f"not a JSON record ({exc}); expected {{\"id\": ..., \"links\": [[i, j], ...]}}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("links"), list):
+        raise FormatError('a jsonl record needs "links": a list of [i, j] pairs')
+    links = set()
+    for link in record["links"]:
+        if not (isinstance(link, list) and len(link) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in link)):
+            raise FormatError(f"malformed link {json.dumps(link)[:40]}: expected [i, j] with non-negative integers")
+        links.add((link[0], link[1]))
+    ident = record.get("id")
+    return AlignmentLine(frozenset(links), frozenset(), None if ident is None else str(ident))
+
+
 def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     """``(line number, text without its line end)`` for each line of a UTF-8 text file, read as
     every sentence file is (`transalign.formats.text.iter_text_lines`: lines end at ``\n``,
@@ -165,7 +191,7 @@ def iter_alignments(
     decided_by_first_line = fmt == "auto"
     for lineno, text in iter_lines(path):
         if decided_by_first_line and lineno == 1:
-            fmt = "id" if "\t" in text else "pharaoh"
+            fmt = "jsonl" if text.lstrip().startswith("{") else "id" if "\t" in text else "pharaoh"
         try:
             parsed = parse_line(text, allow_possible=allow_possible, fmt=fmt)
         except FormatError as exc:
@@ -219,17 +245,31 @@ def format_line(links: Iterable[Link], *, id: str | int | None = None, possible:
     return f"{ident}\t{body}"
 
 
+def format_record(links: Sequence[Link], *, id: str | int, scores: Sequence[float] | None = None,
+                  skipped: str | None = None) -> str:
+    """One ``jsonl`` record (module docstring) without its newline; links in the given order."""
+    links = [[int(i), int(j)] for i, j in links]
+    if any(i < 0 or j < 0 for i, j in links):
+        raise ValueError(f"a link has a negative index: {links}")
+    record: dict = {"id": id, "links": links}
+    if scores is not None:
+        if len(scores) != len(links):
+            raise ValueError(f"{len(links)} links but {len(scores)} scores; they must pair up")
+        record["scores"] = [float(f"{float(v):.6g}") for v in scores]
+    if skipped is not None:
+        record["skipped"] = skipped
+    return json.dumps(record, allow_nan=False, ensure_ascii=False)
+
+
 def format_scored_line(links: Sequence[Link], scores: Sequence[float], fmt: str) -> str:
-    """One line of a scored format (``jsonl`` or ``pharaoh-scores``) without its newline; the
-    links are written in the given order (the aligner's are sorted), each with its score."""
+    """One ``pharaoh-scores`` line without its newline (``jsonl``: `format_record`); the links
+    are written in the given order (the aligner's are sorted), each with its score."""
     links, scores = list(links), [float(v) for v in scores]
     if len(links) != len(scores):
         raise ValueError(f"{len(links)} links but {len(scores)} scores; they must pair up")
     for i, j in links:
         if i < 0 or j < 0:
             raise ValueError(f"link ({i}, {j}) has a negative index")
-    if fmt == "jsonl":
-        return json.dumps({"links": [[int(i), int(j)] for i, j in links], "scores": scores}, allow_nan=False)
     if fmt == "pharaoh-scores":
         return " ".join(f"{i}-{j}:{v:.6g}" for (i, j), v in zip(links, scores))
     raise ValueError(f"unknown scored format {fmt!r}; expected one of: {', '.join(SCORED_FORMATS)}")
