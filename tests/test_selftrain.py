@@ -224,3 +224,17 @@ def test_gold_set_without_meta_takes_the_language_flags(tiny_nllb, tmp_path):
         finetune(str(tiny_nllb), [gold], tmp_path / "o1", epochs=1, **FAST)
     result = finetune(str(tiny_nllb), [gold], tmp_path / "o2", epochs=1, **FAST, **NLLB_LANGS)
     assert result.info["train_pairs"] == {str(gold): 4}
+
+
+def test_parallel_text_from_stdin(tiny_nllb, monkeypatch, capsys):
+    import io
+    import sys
+
+    from transalign.train.parallel import read_parallel_set
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("a b ||| x\nbroken\nc\td e\n".encode())))
+    result = read_parallel_set(Path("-"), _tokenizer(tiny_nllb), "ces_Latn", "eng_Latn", 512)
+    assert result.record() == {"path": "-", "sha256": None, "rows_used": 2, "rows_skipped": 1,
+                               "skipped_by_reason": {"malformed": 1}}
+    assert [e.source for e in result.examples] == ["-:1", "-:3"]
+    assert "skipped -:2: no separator" in capsys.readouterr().err
