@@ -124,3 +124,54 @@ def test_read_sentences_formats(tmp_path, fmt):
     path = write(tmp_path / "in.txt", text)
     expected = [["a", "b"], [], ["c"]] if fmt == "lines" else [["a", "b"], ["c"]]
     assert read_sentences(path, fmt) == expected
+
+
+def test_plain_lines_given_as_conll_are_refused_naming_the_line(tmp_path, tiny_bundle, capsys):
+    """A one-sentence-per-line file read with --input-format conll used to become one sentence made of
+    the first word of every line (garbage links, exit 0)."""
+    src = write(tmp_path / "src.txt", "the house is red\nthe cat\n")
+    tgt = write(tmp_path / "tgt.txt", "das Haus ist rot\ndie Katze\n")
+    out = tmp_path / "out.txt"
+    assert main(["align", str(tiny_bundle), "--src", str(src), "--tgt", str(tgt), "--src-lang", "eng_Latn",
+                 "--tgt-lang", "ces_Latn", "--input-format", "conll", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "src.txt, line 2: 2 columns where line 1 has 4" in err and "--input-format lines" in err
+    assert not out.exists()
+
+
+def test_input_reads_src_tgt_lines_like_two_files(tmp_path, tiny_bundle, capsys, monkeypatch):
+    """`--input` (fast_align / awesome-align `src ||| tgt`, or a tab) gives exactly the links of --src/--tgt,
+    also from standard input; a line that is not a pair stops the job naming its line."""
+    import io
+    import sys
+
+    pairs = [("Das Haus ist rot .", "The house is red ."), ("a b c", "x y"), ("ein", "one")]
+    src = write(tmp_path / "s.txt", "".join(s + "\n" for s, _ in pairs))
+    tgt = write(tmp_path / "t.txt", "".join(t + "\n" for _, t in pairs))
+    parallel = write(tmp_path / "p.txt", f"{pairs[0][0]} ||| {pairs[0][1]}\n{pairs[1][0]}\t{pairs[1][1]}\n"
+                                         f"{pairs[2][0]}|||{pairs[2][1]}\n")
+    langs = ["--src-lang", "eng_Latn", "--tgt-lang", "ces_Latn"]
+    two, one = tmp_path / "two.txt", tmp_path / "one.txt"
+    assert main(["align", str(tiny_bundle), "--src", str(src), "--tgt", str(tgt), *langs, "-o", str(two)]) == 0
+    assert main(["align", str(tiny_bundle), "--input", str(parallel), *langs, "-o", str(one)]) == 0
+    assert one.read_text() == two.read_text() and len(two.read_text().splitlines()) == 3
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(parallel.read_bytes())))
+    capsys.readouterr()
+    assert main(["align", str(tiny_bundle), "--input", "-", *langs]) == 0
+    assert capsys.readouterr().out == two.read_text()
+    bad = write(tmp_path / "bad.txt", "a ||| b\nno separator here\n")
+    assert main(["align", str(tiny_bundle), "--input", str(bad), *langs, "-o", str(tmp_path / "x")]) == 2
+    assert "bad.txt:2: no separator" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert main(["align", str(tiny_bundle), "--input", str(parallel), "--src", str(src), *langs]) == 2
+    assert "--input replaces --src and --tgt" in capsys.readouterr().err
+
+
+def test_empty_sentences_are_counted_and_reported(tmp_path, tiny_bundle, capsys):
+    src = write(tmp_path / "s.txt", "a b\n\nc\n")
+    tgt = write(tmp_path / "t.txt", "x y\nz\n\n")
+    assert main(["align", str(tiny_bundle), "--src", str(src), "--tgt", str(tgt), "--src-lang", "eng_Latn",
+                 "--tgt-lang", "ces_Latn"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.split("\n")
+    assert lines[1] == lines[2] == "" and lines[0]
+    assert "2 of 3 pairs have an empty sentence (first: " in captured.err and "s.txt, line 2)" in captured.err

@@ -7,10 +7,7 @@ import sys
 import warnings
 
 from transalign.cli import project_cmd
-from transalign.engine.bundle import PRECISIONS
-from transalign.engine.defaults import DEFAULT_BATCH_TOKENS
-from transalign.engine.session import PROVIDER_CHOICES
-from transalign.kernels.names import DEFAULT_METHOD, DEFAULT_WORD_LEVEL, METHODS, WORD_LEVELS
+from transalign.cli.options import add_extraction_flags, add_language_flags, add_load_flags
 
 _DESCRIPTION = """\
 Align the words of UNLABELED and LABELED (CoNLL files, one token per line in the first column)
@@ -30,22 +27,14 @@ def register(sub) -> None:
                        description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bundle", help="bundle directory made by `transalign export`")
     project_cmd.add_labeled_inputs(p)
-    p.add_argument("--src-lang", help="language of the alignment's source side: UNLABELED's (LABELED's with "
-                                      "--reverse); required for NLLB bundles")
-    p.add_argument("--tgt-lang", help="language of the alignment's target side: LABELED's (UNLABELED's with "
-                                      "--reverse); required for NLLB bundles")
+    add_language_flags(p, "language of the alignment's source side: UNLABELED's (LABELED's with --reverse); "
+                          "required for NLLB bundles",
+                       "language of the alignment's target side: LABELED's (UNLABELED's with --reverse); "
+                       "required for NLLB bundles")
     project_cmd.add_projection_options(
         p, reverse_help="align LABELED (source) with UNLABELED (target) instead of the other way round")
-    p.add_argument("--threshold", type=float, help="alignment threshold of --method softmax (default: the bundle's)")
-    p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
-                   help="link extraction method, as for `align` (default softmax, the paper's)")
-    p.add_argument("--word-level", choices=WORD_LEVELS, default=DEFAULT_WORD_LEVEL,
-                   help="word-level aggregation, as for `align` (default any, the paper's)")
-    p.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    p.add_argument("--batch-tokens", type=int, help="padded tokens per encoder batch (default "
-                   f"{DEFAULT_BATCH_TOKENS['cpu']} CPU, {DEFAULT_BATCH_TOKENS['cuda']} CUDA)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    add_extraction_flags(p)
+    add_load_flags(p)
     p.add_argument("--skip-long", action="store_true",
                    help="pairs with a sentence longer than the model's maximum get no links (nothing projected) "
                         "instead of failing")
@@ -53,13 +42,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from transalign.cli import UserError
-    from transalign.engine.aligner import Aligner
+    from transalign.cli import UserError, options
+    from transalign.engine.aligner import AlignStats, Aligner
     from transalign.formats.text import iter_sentences
     from transalign.projection import project_labels
 
-    if args.threshold is not None and args.method != "softmax":
-        raise UserError(f"--threshold applies to --method softmax only, not to --method {args.method}")
+    load = options.load_options(args)
     counts = [sum(1 for _ in iter_sentences(path, "conll")) for path in (args.labeled, args.unlabeled)]
     if counts[0] != counts[1]:
         raise UserError(f"{args.labeled} has {counts[0]} sentences but {args.unlabeled} has {counts[1]}; "
@@ -68,16 +56,17 @@ def run(args) -> int:
     labeled = (words for _, words in iter_sentences(args.labeled, "conll"))
     unlabeled = (words for _, words in iter_sentences(args.unlabeled, "conll"))
     src, tgt = (labeled, unlabeled) if args.reverse else (unlabeled, labeled)
-    aligner = Aligner.load(args.bundle, provider=args.provider, precision=args.precision, threads=args.threads)
-    results = aligner.align_iter(src, tgt, args.src_lang, args.tgt_lang, args.threshold,
-                                 batch_tokens=args.batch_tokens, on_too_long="skip" if args.skip_long else "error",
-                                 method=args.method, word_level=args.word_level)
+    aligner = Aligner.load(args.bundle, options=load)
+    langs = options.languages(args, aligner.manifest, "project-with")
+    stats = AlignStats()
+    results = aligner.align_iter(src, tgt, langs.src, langs.tgt, on_too_long="skip" if args.skip_long else "error",
+                                 extraction=options.extraction(args, aligner.manifest), stats=stats)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the skipped-pairs count is reported below, once
         result = project_labels(args.labeled, args.unlabeled, (r.links for r in results), args.output,
                                 **project_cmd.projection_options(args))
-    if aligner.stats.skipped:
-        print(f"transalign project-with: {aligner.stats.skipped} of {counts[0]} pairs were longer than the model's "
+    if stats.skipped:
+        print(f"transalign project-with: {stats.skipped} of {counts[0]} pairs were longer than the model's "
               f"{aligner.manifest.max_positions} tokens and got no links", file=sys.stderr)
     project_cmd.report(args, result.stats)
     return 0

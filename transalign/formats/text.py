@@ -63,11 +63,21 @@ def iter_text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
 
 
 def iter_conll(path: str | os.PathLike) -> Iterator[tuple[int, list[list[str]]]]:
-    """``(line number of its first token, [columns of each token line])`` per CoNLL sentence."""
+    """``(line number of its first token, [columns of each token line])`` per CoNLL sentence.
+
+    Every token line of a sentence has the same number of columns (token, then labels); a file
+    of plain sentences read as CoNLL breaks that at once (its lines hold varying numbers of
+    words), and is refused naming the line, instead of being read as one giant sentence whose
+    tokens are the first word of each line."""
     rows: list[list[str]] = []
     first = 0
     for number, text in iter_text_lines(path):
         columns = text.split()
+        if columns and rows and len(columns) != len(rows[0]):
+            raise InputError(f"{path}, line {number}: {len(columns)} columns where line {first} has "
+                             f"{len(rows[0])}; this does not look like CoNLL (one token per line, the same columns "
+                             "on every line, a blank line between sentences). For one sentence per line use "
+                             "--input-format lines")
         if columns:
             first = first if rows else number
             rows.append(columns)
