@@ -12,9 +12,8 @@ import signal
 import socket
 import sys
 
-from transalign.engine.bundle import PRECISIONS
-from transalign.engine.defaults import DEFAULT_BATCH_TOKENS
-from transalign.engine.session import PROVIDER_CHOICES
+from transalign.cli.options import add_load_flags
+from transalign.engine.defaults import MAX_BATCH_TOKENS
 from transalign.serve import config as c
 
 
@@ -23,20 +22,19 @@ def register(sub) -> None:
         "serve",
         help="serve alignments over HTTP with dynamic micro-batching",
         description="HTTP alignment service: POST /v1/align, GET /health, /ready, /v1/info, /metrics, "
-                    "/openapi.json. Concurrent requests are merged into one encoder pass. Needs the `serve` "
-                    "extra: pip install 'transalign[serve]'.",
+                    "/openapi.json (and /docs with --docs). Concurrent requests are merged into one encoder "
+                    "pass. Every limit below is checked before the server listens. Needs the `serve` extra: "
+                    "pip install 'transalign[serve]'.",
     )
     p.add_argument("bundle", help="bundle directory made by `transalign export`")
     p.add_argument("--host", default=c.DEFAULT_HOST, help=f"address to listen on (default {c.DEFAULT_HOST}: "
                    "this machine only; 0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=c.DEFAULT_PORT, help=f"TCP port (default {c.DEFAULT_PORT}; "
                    "0: any free port, printed on stderr)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="default fp32")
-    p.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto", help="default auto")
-    p.add_argument("--threads", type=int, help="CPU threads of the worker (default: all cores)")
-    p.add_argument("--max-batch-tokens", type=int, help="tokens (both sides) merged into one batch, also the "
-                   f"encoder's budget (default: the engine's, {DEFAULT_BATCH_TOKENS['cpu']} CPU, "
-                   f"{DEFAULT_BATCH_TOKENS['cuda']} CUDA)")
+    add_load_flags(p)  # --provider, --precision, --batch-tokens (the encoder's padded budget), --threads
+    p.add_argument("--max-batch-tokens", type=int, help=f"merge budget: real tokens (both sides) of concurrent "
+                   f"requests merged into one align call, 1..{MAX_BATCH_TOKENS}; the engine cuts the call into "
+                   "encoder batches of --batch-tokens padded tokens (default: the same number as --batch-tokens)")
     p.add_argument("--max-wait-ms", type=float, default=c.DEFAULT_MAX_WAIT_MS,
                    help=f"longest wait after a request arrives for others to join its batch "
                         f"(default {c.DEFAULT_MAX_WAIT_MS})")
@@ -50,6 +48,18 @@ def register(sub) -> None:
                         f"(default {c.DEFAULT_MAX_QUEUE_PAIRS})")
     p.add_argument("--max-body-bytes", type=int, default=c.DEFAULT_MAX_BODY_BYTES,
                    help=f"larger request bodies get 413 (default {c.DEFAULT_MAX_BODY_BYTES})")
+    p.add_argument("--body-timeout", type=float, default=c.DEFAULT_BODY_TIMEOUT_S,
+                   help=f"seconds a client has to send a request's headers (from connecting, or from its previous "
+                        f"answer; else the connection is closed) and again for its whole body (else 408 and the "
+                        f"connection is closed) (default {c.DEFAULT_BODY_TIMEOUT_S:g})")
+    p.add_argument("--max-connections", type=int, default=c.DEFAULT_MAX_CONNECTIONS,
+                   help=f"open connections, idle keep-alive ones included; a request arriving beyond it gets a "
+                        f"plain-text 503 and its connection is closed (default {c.DEFAULT_MAX_CONNECTIONS})")
+    p.add_argument("--shutdown-timeout", type=float, default=c.DEFAULT_SHUTDOWN_TIMEOUT_S,
+                   help=f"on SIGTERM or Ctrl-C, seconds requests already received may take to finish; what is left "
+                        f"then is answered 503 shutting_down (default {c.DEFAULT_SHUTDOWN_TIMEOUT_S:g})")
+    p.add_argument("--docs", action="store_true", help="serve Swagger UI at /docs (off by default: it loads its "
+                   "scripts from a CDN and is blank offline; /openapi.json is always served)")
     p.add_argument("--api-key-file", help="file holding a token that /v1/* requires as 'Authorization: Bearer "
                    "TOKEN' (default: no authentication)")
     p.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info",
@@ -64,14 +74,16 @@ def run(args) -> int:
         import uvicorn
 
         from transalign.serve.app import create_app
+        from transalign.serve.protocol import with_header_timeout
     except ImportError as exc:
         raise UserError(f"`transalign serve` needs the serve extra ({exc.name} is missing): "
                         "pip install 'transalign[serve]'") from None
-    config = c.ServeConfig(
+    config = c.ServeConfig(  # an OptionError names its flag (transalign.cli.main)
         args.bundle, precision=args.precision, provider=args.provider, threads=args.threads,
-        max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms,
+        batch_tokens=args.batch_tokens, max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms,
         max_batch_requests=args.max_batch_requests, max_pairs_per_request=args.max_pairs_per_request,
-        max_queue_pairs=args.max_queue_pairs, max_body_bytes=args.max_body_bytes,
+        max_queue_pairs=args.max_queue_pairs, max_body_bytes=args.max_body_bytes, body_timeout=args.body_timeout,
+        max_connections=args.max_connections, shutdown_timeout=args.shutdown_timeout, docs=args.docs,
         api_key=c.read_api_key(args.api_key_file) if args.api_key_file else None)
     _check_bundle(config)
     server: uvicorn.Server | None = None
@@ -84,7 +96,9 @@ def run(args) -> int:
     sock = _bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, access_log=False,
-                                           timeout_graceful_shutdown=None))
+                                           http=with_header_timeout(config.body_timeout),
+                                           limit_concurrency=config.max_connections,
+                                           timeout_graceful_shutdown=config.shutdown_timeout))
     print(f"transalign serve: listening on http://{host}:{port}", file=sys.stderr, flush=True)
     previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

@@ -2,15 +2,25 @@
 
 `create_app` builds everything from a `ServeConfig`; the CLI runs it under uvicorn and the
 tests under Starlette's TestClient or a real uvicorn process.
+
+A /v1/align request: the body (read, bounded in size and time, by `middleware.Guard`) is parsed,
+checked and tokenized in a preparation thread (`RequestPreparer.prepare_body`), never on the
+event loop; the prepared pairs are queued for the worker (`batcher`). While the request waits,
+its receive channel is watched: a client that disconnects has its queued work dropped before it
+reaches the encoder (`Batcher.abandon`), counted in /metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,12 +31,43 @@ from transalign.serve.batcher import Batcher, NotReady, QueueFull, ShuttingDown
 from transalign.serve.config import RETRY_AFTER_S, ServeConfig
 from transalign.serve.metrics import Metrics
 from transalign.serve.middleware import TICKET, Guard
+from transalign.serve.openapi import REQUEST_BODY, openapi_document
 from transalign.serve.prepare import ApiError, RequestPreparer
-from transalign.serve.schema import AlignRequest, AlignResponse, ErrorResponse, Info
+from transalign.serve.schema import AlignResponse, ErrorResponse, Info
 
 log = logging.getLogger("uvicorn.error")  # uvicorn configures this one; ours shows beside its lines
 ROUTES = ("/health", "/ready", "/metrics", "/v1/align", "/v1/info", "/openapi.json", "/docs")
-_ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 413, 422, 429, 503)}
+_ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 408, 413, 422, 429, 503)}
+# threads that parse, check and tokenize request bodies (each with its own tokenizer); two keep
+# one huge body from delaying every other request, more would only contend with the encoder
+PREPARE_THREADS = 2
+CLIENT_GONE = 499  # the status /metrics records for a request whose client disconnected (nginx's)
+
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: an error message quoting odd input always encodes."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+
+
+class Public:
+    """Server paths out of what clients read: the bundle's path becomes its name."""
+
+    def __init__(self, bundle: Path):
+        self.name = bundle.name or str(bundle)
+        paths = {str(bundle), str(bundle.absolute()), os.path.realpath(bundle)}
+        self.paths = sorted((p for p in paths if p not in ("", ".")), key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for path in self.paths:
+            text = text.replace(path, self.name)
+        return text
+
+
+def model_name(base_model: str) -> str:
+    """A hub id as it is; a local checkpoint path as its last component."""
+    return Path(base_model).name if os.path.isabs(base_model) or base_model.startswith((".", "~")) else base_model
 
 
 class _State:
@@ -35,7 +76,8 @@ class _State:
     def __init__(self) -> None:
         self.preparer: RequestPreparer | None = None
         self.info: dict | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None  # the HTTP layer's, where requests are prepared
+        self.manifest = None
+        self.openapi: dict | None = None
         self.started = time.monotonic()
 
 
@@ -45,17 +87,17 @@ def create_app(config: ServeConfig, *, load: Callable[[], object] | None = None,
     ``on_fatal`` is called from the worker if loading fails (the CLI stops the server)."""
     from transalign import __version__
 
-    state, metrics = _State(), Metrics()
+    state, metrics, public = _State(), Metrics(), Public(config.bundle)
     load = load or (lambda: _load_aligner(config))
+    pool = ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="transalign-prepare")
 
     def on_ready(aligner) -> None:  # in the worker thread
-        preparer = RequestPreparer(aligner, config.max_pairs_per_request)
-        if state.loop is not None:  # load the HTTP thread's tokenizer now, not in the first request
-            state.loop.call_soon_threadsafe(preparer.warm_up)
-        state.preparer = preparer
-        state.info = _info(aligner, config, batcher.max_batch_tokens, __version__)
-        log.info("transalign serve: %s (%s, %s) loaded and warm in %.1f s", aligner.root, aligner.precision,
-                 aligner.provider, time.monotonic() - state.started)
+        preparer = RequestPreparer(aligner, config.max_pairs_per_request, public)
+        _warm_threads(pool, preparer.warm_up)
+        state.preparer, state.manifest = preparer, aligner.manifest
+        state.info = _info(aligner, config, batcher.max_batch_tokens, __version__, public)
+        log.info("transalign serve: %s (%s, %s) loaded and warm in %.1f s", public.name, state.info["precision"],
+                 state.info["provider"], time.monotonic() - state.started)
 
     batcher = Batcher(load, max_batch_tokens=config.max_batch_tokens, max_wait_ms=config.max_wait_ms,
                       max_batch_requests=config.max_batch_requests, max_queue_pairs=config.max_queue_pairs,
@@ -63,24 +105,36 @@ def create_app(config: ServeConfig, *, load: Callable[[], object] | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state.loop = asyncio.get_running_loop()
         batcher.start()
         yield
         await asyncio.to_thread(batcher.close)  # finish what is queued; uvicorn already drained HTTP
+        pool.shutdown(wait=False, cancel_futures=True)
 
     def not_ready_reason() -> str | None:
         if batcher.load_error is not None:
-            return f"the model failed to load: {batcher.load_error}"
+            return public(f"the model failed to load: {batcher.load_error}")
         if not batcher.ready.is_set():
             return "the model is still loading; retry when GET /ready answers 200"
         return None
 
-    app = FastAPI(title="transalign", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="transalign", version=__version__, lifespan=lifespan, redoc_url=None,
+                  docs_url="/docs" if config.docs else None, default_response_class=AsciiJSONResponse,
                   description="TransAlign word alignment over HTTP, with dynamic micro-batching.")
     app.state.batcher, app.state.metrics, app.state.config = batcher, metrics, config
     app.add_middleware(Guard, metrics=metrics, batcher=batcher, max_body_bytes=config.max_body_bytes,
-                       api_key=config.api_key, is_ready=not_ready_reason, known_paths=frozenset(ROUTES))
+                       body_timeout=config.body_timeout, api_key=config.api_key, is_ready=not_ready_reason,
+                       known_paths=frozenset(ROUTES))
     _add_error_handlers(app)
+
+    def openapi() -> dict:
+        if state.openapi is None:
+            document = openapi_document(app, state.manifest, config.max_pairs_per_request)
+            if state.manifest is None:
+                return document  # before the model is loaded: not kept
+            state.openapi = document
+        return state.openapi
+
+    app.openapi = openapi
 
     @app.get("/health", summary="the process is alive")
     async def health() -> dict:
@@ -98,22 +152,32 @@ def create_app(config: ServeConfig, *, load: Callable[[], object] | None = None,
     async def metrics_text() -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 
-    @app.get("/v1/info", response_model=Info, summary="the loaded model and the server's limits",
+    @app.get("/v1/info", response_model=Info, summary="the loaded model, what runs it, and the server's limits",
              responses=_ERRORS)
     async def info():
-        return JSONResponse(state.info)
+        return AsciiJSONResponse(state.info)
 
-    @app.post("/v1/align", response_model=AlignResponse, summary="align sentence pairs", responses=_ERRORS)
-    async def align(body: AlignRequest, request: Request):
-        ticket = request.scope.get(TICKET)
+    @app.post("/v1/align", response_model=AlignResponse, summary="align sentence pairs", responses=_ERRORS,
+              openapi_extra={"requestBody": REQUEST_BODY})
+    async def align(request: Request):
+        body = await request.body()
+        gone = asyncio.ensure_future(_disconnected(request.receive))
         try:
-            prepared = state.preparer.prepare([(p.src, p.tgt) for p in body.pairs], body.src_lang, body.tgt_lang,
-                                              body.threshold, body.method, body.word_level, body.scores)
+            return await _align(request.scope.get(TICKET), body, gone)
+        finally:
+            gone.cancel()
+
+    async def _align(ticket, body: bytes, gone: asyncio.Future):
+        preparing = asyncio.get_running_loop().run_in_executor(pool, state.preparer.prepare_body, body)
+        if not await _first(preparing, gone):
+            return _abandoned(metrics)  # the client left while its body was being prepared
+        try:
+            prepared = preparing.result()
         except ApiError:
             batcher.release(ticket)
             raise
         try:
-            future = batcher.submit(prepared, ticket)
+            job = batcher.submit(prepared, ticket)
         except QueueFull as exc:
             raise ApiError(429, "overloaded", f"the server is overloaded: {exc}; retry after "
                            f"{RETRY_AFTER_S} s", headers={"Retry-After": str(RETRY_AFTER_S)}) from None
@@ -121,74 +185,114 @@ def create_app(config: ServeConfig, *, load: Callable[[], object] | None = None,
             raise ApiError(503, "not_ready", not_ready_reason() or "not ready", headers={"Retry-After": "1"}) from None
         except ShuttingDown:
             raise ApiError(503, "shutting_down", "the server is shutting down; retry on another instance") from None
+        answer = asyncio.wrap_future(job.future)
         try:
-            results = await asyncio.wrap_future(future)
+            if not await _first(answer, gone):
+                batcher.abandon(job)
+                return _abandoned(metrics)
+        finally:  # also when uvicorn cancels this request at the end of a shutdown's drain
+            if not job.future.done():
+                batcher.abandon(job)
+        try:
+            results = answer.result()
         except ValueError as exc:  # the engine refused input the checks above let through
-            raise ApiError(400, "invalid_request", str(exc)) from None
-        if body.scores:
-            return JSONResponse({"results": [{"links": r.links, "scores": r.scores} for r in results]})
-        return JSONResponse({"results": [{"links": r.links} for r in results]})
+            raise ApiError(400, "invalid_request", public(str(exc))) from None
+        headers = {"X-Transalign-Ignored": ", ".join(prepared.ignored)} if prepared.ignored else None
+        if prepared.extraction.scores:
+            return AsciiJSONResponse({"results": [{"links": r.links, "scores": r.scores} for r in results]},
+                                     headers=headers)
+        return AsciiJSONResponse({"results": [{"links": r.links} for r in results]}, headers=headers)
 
     return app
+
+
+async def _disconnected(receive) -> None:
+    """Returns when the client has disconnected (the body was read already: the next message
+    on the receive channel is the disconnect, or comes once the response is sent)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _first(work: asyncio.Future, gone: asyncio.Future) -> bool:
+    """Wait for ``work`` or the client's disconnect; True if the work finished (it wins a tie).
+    An abandoned ``work``'s outcome is still collected, so it is never logged as unretrieved."""
+    await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    if work.done():
+        return True
+    work.add_done_callback(lambda f: f.cancelled() or f.exception())
+    return False
+
+
+def _abandoned(metrics: Metrics) -> Response:
+    metrics.abandoned.inc()
+    return Response(status_code=CLIENT_GONE)  # nobody reads it; uvicorn drops it
+
+
+def _warm_threads(pool: ThreadPoolExecutor, warm_up: Callable[[], None]) -> None:
+    """Run ``warm_up`` once in each preparation thread (a barrier keeps each task on its own
+    thread), so no request pays for loading a thread's tokenizer."""
+    import threading
+
+    barrier = threading.Barrier(PREPARE_THREADS, timeout=60)
+
+    def task() -> None:
+        barrier.wait()
+        warm_up()
+
+    for future in [pool.submit(task) for _ in range(PREPARE_THREADS)]:
+        future.result()
 
 
 def _load_aligner(config: ServeConfig):
     from transalign.engine.aligner import Aligner
 
-    return Aligner.load(config.bundle, provider=config.provider, precision=config.precision, threads=config.threads)
+    return Aligner.load(config.bundle, options=config.load_options)
 
 
-def _info(aligner, config: ServeConfig, max_batch_tokens: int, version: str) -> dict:
+def _info(aligner, config: ServeConfig, merge_budget: int, version: str, public: Public) -> dict:
+    from transalign.engine.options import max_sentence_chars
+    from transalign.engine.session import session_provider
     from transalign.kernels.names import METHODS, WORD_LEVELS
 
     m = aligner.manifest
-    return {"model": m.base_model, "architecture": m.architecture, "layer": m.layer, "precision": aligner.precision,
-            "provider": aligner.provider, "threshold": m.default_threshold, "max_positions": m.max_positions,
-            "languages": sorted(m.tokenizer.lang_code_ids), "methods": list(METHODS),
+    codes = sorted(m.tokenizer.lang_code_ids)
+    return {"bundle": public.name, "model": model_name(m.base_model), "architecture": m.architecture,
+            "layer": m.layer, "precision": aligner.precision, "provider": session_provider(aligner.session),
+            "threshold": m.default_threshold,
+            "default_extraction": {"method": m.default_method, "word_level": m.default_word_level,
+                                   "threshold": m.default_threshold},
+            "max_positions": m.max_positions, "max_sentence_chars": max_sentence_chars(m.max_positions),
+            "languages": codes, "languages_required": bool(codes), "methods": list(METHODS),
             "word_levels": list(WORD_LEVELS), "version": version,
-            "limits": {"max_batch_tokens": max_batch_tokens, "max_wait_ms": config.max_wait_ms,
-                       "max_batch_requests": config.max_batch_requests,
+            "limits": {"max_batch_tokens": merge_budget, "encoder_batch_tokens": aligner.batch_tokens,
+                       "max_wait_ms": config.max_wait_ms, "max_batch_requests": config.max_batch_requests,
                        "max_pairs_per_request": config.max_pairs_per_request,
-                       "max_queue_pairs": config.max_queue_pairs, "max_body_bytes": config.max_body_bytes}}
+                       "max_queue_pairs": config.max_queue_pairs, "max_body_bytes": config.max_body_bytes,
+                       "body_timeout": config.body_timeout, "max_connections": config.max_connections,
+                       "shutdown_timeout": config.shutdown_timeout}}
 
 
 def _add_error_handlers(app: FastAPI) -> None:
     """Every error, ours or the framework's, as {"error": {"code", "message", "pair"}}."""
+    from transalign.serve.body import validation_error
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+        return AsciiJSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
-        described = list(dict.fromkeys(_describe(error) for error in exc.errors()))  # unions repeat
-        message, pair = described[0] if described else ("invalid request", None)
-        if len(described) > 1:
-            message += f" (and {len(described) - 1} more problems)"
-        return JSONResponse(ApiError(422, "invalid_request", message, pair).body(), status_code=422)
+        error = validation_error(exc.errors())
+        return AsciiJSONResponse(error.body(), status_code=error.status)
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception):
         log.error("transalign serve: %s %s failed", request.method, request.url.path, exc_info=exc)
-        return JSONResponse(ApiError(500, "internal", f"internal error ({type(exc).__name__}); see the server log")
-                            .body(), status_code=500)
+        return AsciiJSONResponse(ApiError(500, "internal", f"internal error ({type(exc).__name__}); see the server "
+                                          "log").body(), status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(ApiError(exc.status_code, code, str(exc.detail)).body(), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
-
-
-def _describe(error: dict) -> tuple[str, int | None]:
-    """A pydantic error as one sentence and the index of the pair it is about."""
-    if error.get("type") == "json_invalid":
-        return f"the body is not valid JSON: {error.get('ctx', {}).get('error', error.get('msg'))}", None
-    loc = [part for part in error.get("loc", ()) if part != "body"]
-    if len(loc) >= 3 and loc[0] == "pairs" and isinstance(loc[1], int) and loc[2] in ("src", "tgt"):
-        if error.get("type") in ("missing", "extra_forbidden"):
-            return f"pairs[{loc[1]}].{loc[2]}: {error.get('msg')}", loc[1]
-        return f"pairs[{loc[1]}].{loc[2]} must be a string (split on whitespace) or a list of strings", loc[1]
-    pair = loc[1] if len(loc) > 1 and loc[0] == "pairs" and isinstance(loc[1], int) else None
-    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "body"
-    return f"{where}: {error.get('msg', 'invalid')}", pair
+        return AsciiJSONResponse(ApiError(exc.status_code, code, str(exc.detail)).body(), status_code=exc.status_code,
+                                 headers=getattr(exc, "headers", None))

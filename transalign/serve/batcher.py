@@ -10,12 +10,15 @@ most ``max_wait_ms`` after the first one arrived, and only while the HTTP layer 
 that are on their way to the queue (`expect` tickets): a lone client never waits for company
 that is not coming, and requests that queued while the worker was busy go straight into one
 batch (continuous batching, as text-embeddings-inference does); group them by their full
-extraction setting (src_lang, tgt_lang, threshold, method, word level, scores); call
-`Aligner.align_prepared` once per group on the requests' already tokenized pairs; hand each
-request its slice of the results. A request that still fails inside a group is retried alone,
-so it fails only itself. Results never depend on which requests share a batch as long as the
+extraction setting (languages and the frozen `Extraction`: `prepare.Prepared.key`); call
+`Aligner.align_prepared` once per group on the requests' already tokenized pairs (the engine cuts
+it into encoder runs of its own padded budget); hand each request its slice of the results. A
+request that still fails inside a group is retried alone, so it fails only itself. Results never depend on which requests share a batch as long as the
 engine is batch-invariant (every precision is). The metrics come from each call's own
 `AlignStats`.
+
+A request whose client went away is `abandon`ed: taken out of the queue at once, so its pairs
+never reach the encoder (a job the worker already runs finishes; its answer is dropped).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
-from transalign.serve.prepare import Prepared, align_options
+from transalign.serve.prepare import Prepared
 
 log = logging.getLogger("transalign.serve")
 
@@ -53,6 +56,9 @@ class BatchMetrics:
 
     def queue_depth(self, pairs: int) -> None: ...
 
+    def dropped(self, pairs: int) -> None:
+        """A queued request of ``pairs`` pairs was abandoned before the encoder saw it."""
+
 
 class Ticket:
     """A request the HTTP layer has received and not yet queued (or refused)."""
@@ -63,7 +69,7 @@ class Ticket:
         self.open = True
 
 
-@dataclass
+@dataclass(eq=False)
 class Job:
     prepared: Prepared
     future: Future = field(default_factory=Future)
@@ -78,7 +84,7 @@ class Batcher:
                  on_ready: Callable[[object], None] | None = None,
                  on_fatal: Callable[[BaseException], None] | None = None):
         self._load, self._on_ready, self._on_fatal = load, on_ready, on_fatal
-        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_tokens = max_batch_tokens  # the merge budget; None: the Aligner's encoder budget
         self._max_wait = max_wait_ms / 1000.0
         self._max_requests, self._max_queue_pairs = max_batch_requests, max_queue_pairs
         self._metrics = metrics or BatchMetrics()
@@ -115,9 +121,9 @@ class Batcher:
             self._expected -= 1
             self._cond.notify()
 
-    def submit(self, prepared: Prepared, ticket: Ticket | None = None) -> Future:
-        """Queue a checked request; its future gets the list of `AlignResult` (or the exception).
-        ``ticket`` (from `expect`) is released in the same step."""
+    def submit(self, prepared: Prepared, ticket: Ticket | None = None) -> Job:
+        """Queue a checked request; the job's future gets the list of `AlignResult` (or the
+        exception). ``ticket`` (from `expect`) is released in the same step."""
         if not self.ready.is_set():
             self.release(ticket)
             raise NotReady()
@@ -133,7 +139,23 @@ class Batcher:
             self._queued_pairs += prepared.pairs
             self._metrics.queue_depth(self._queued_pairs)
             self._cond.notify()
-        return job.future
+        return job
+
+    def abandon(self, job: Job) -> bool:
+        """The client of ``job`` went away: drop it from the queue (True) unless the worker has
+        taken it already (False; its result is then simply not used)."""
+        with self._cond:
+            if not job.future.cancel():  # running or done: the worker has it
+                return False
+            try:
+                self._queue.remove(job)
+            except ValueError:  # not queued (cancelled before submit, or popped and skipped)
+                return True
+            self._queued_pairs -= job.prepared.pairs
+            self._metrics.queue_depth(self._queued_pairs)
+            self._metrics.dropped(job.prepared.pairs)
+            self._cond.notify()
+        return True
 
     def close(self, timeout: float | None = None) -> None:
         """Stop taking new work, finish everything queued, stop the worker."""
@@ -153,9 +175,7 @@ class Batcher:
         try:
             aligner = self._load()
             if self.max_batch_tokens is None:
-                from transalign.engine.defaults import DEFAULT_BATCH_TOKENS
-
-                self.max_batch_tokens = DEFAULT_BATCH_TOKENS[aligner.provider]
+                self.max_batch_tokens = aligner.batch_tokens
             _warm_up(aligner)
             if self._on_ready is not None:
                 self._on_ready(aligner)
@@ -215,11 +235,11 @@ class Batcher:
         self._metrics.batch(len(batch), stats, time.perf_counter() - clock)
 
     def _align_group(self, aligner, key: tuple, jobs: list[Job], stats: list) -> None:
-        from transalign.engine.aligner import PreparedPairs
+        from transalign.engine.prepare import PreparedPairs
 
         try:
             merged = PreparedPairs.concat([job.prepared.encoded for job in jobs])
-            results = aligner.align_prepared(merged, batch_tokens=self.max_batch_tokens, **align_options(key))
+            results = aligner.align_prepared(merged, extraction=jobs[0].prepared.extraction)
         except Exception as exc:  # noqa: BLE001 - isolate the request that caused it
             if len(jobs) == 1:
                 _settle(jobs[0].future, exc=exc)
@@ -237,10 +257,10 @@ class Batcher:
 def _warm_up(aligner) -> None:
     """One tiny alignment per method: compiles (or loads) the Numba kernels and runs the session
     once before /ready."""
+    from transalign.engine.options import any_language
     from transalign.kernels.names import METHODS
 
-    codes = sorted(aligner.manifest.tokenizer.lang_code_ids)
-    lang = codes[0] if codes else None
+    lang = any_language(aligner.manifest)
     prepared = aligner.prepare([["warm", "up"]], [["warm", "up"]], lang, lang)
     for method in METHODS:
         aligner.align_prepared(prepared, method=method, with_scores=method != "softmax")

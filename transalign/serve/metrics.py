@@ -38,6 +38,10 @@ class Metrics(BatchMetrics):
         self.pairs = Counter("transalign_pairs_aligned", "sentence pairs aligned", registry=r)
         self.padded = Counter("transalign_padded_tokens", "tokens the encoder ran, padding included "
                               "(transalign_batch_tokens_sum of them were real)", registry=r)
+        self.abandoned = Counter("transalign_requests_abandoned", "POST /v1/align requests whose client "
+                                 "disconnected before its answer", registry=r)
+        self.dropped_pairs = Counter("transalign_pairs_dropped", "pairs of abandoned requests taken out of the queue "
+                                     "before the encoder saw them", registry=r)
         self.engine_seconds = Counter("transalign_engine_seconds", "time of the align calls by phase (tokenize: "
                                       "in the HTTP layer, before queueing)", ("phase",), registry=r)
 
@@ -55,6 +59,9 @@ class Metrics(BatchMetrics):
 
     def queue_depth(self, pairs: int) -> None:
         self.queue.set(pairs)
+
+    def dropped(self, pairs: int) -> None:
+        self.dropped_pairs.inc(pairs)
 
     def request(self, path: str, status: int, seconds: float) -> None:
         self.requests.labels(path, str(status)).inc()

@@ -1,10 +1,18 @@
-"""One pure ASGI middleware in front of the app: request metrics, body-size limit, API key and
-readiness for /v1/*. It is pure ASGI (not BaseHTTPMiddleware) so it adds no task per request,
-and it runs before FastAPI parses anything, so an oversized or unauthenticated body is refused
-without being decoded."""
+"""One pure ASGI middleware in front of the app: request metrics, body-size and body-time limits,
+API key and readiness for /v1/*. It is pure ASGI (not BaseHTTPMiddleware) so it adds no task per
+request, and it runs before FastAPI parses anything, so an oversized, slow or unauthenticated
+body is refused without being decoded.
+
+Every resource a client holds is bounded: a body is at most ``max_body_bytes`` and must arrive
+within ``body_timeout`` seconds of the request's headers (408, then the connection is closed);
+the number of connections is uvicorn's ``limit_concurrency`` (`cli.serve_cmd`). When a shutdown's
+drain ends and uvicorn cancels what is left, a request still reading its body or waiting for the
+worker is answered 503 ``shutting_down`` instead of a bare 500.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -18,8 +26,10 @@ TICKET = "transalign.ticket"  # scope key of the request's `batcher.Ticket`
 class Guard:
     """Wraps the FastAPI app; errors it raises itself use the same JSON format as the app's."""
 
-    def __init__(self, app, *, metrics, batcher, max_body_bytes: int, api_key: str | None, is_ready, known_paths):
+    def __init__(self, app, *, metrics, batcher, max_body_bytes: int, body_timeout: float, api_key: str | None,
+                 is_ready, known_paths):
         self.app, self.metrics, self.batcher, self.max_body = app, metrics, batcher, max_body_bytes
+        self.body_timeout = body_timeout
         self.api_key = api_key.encode() if api_key else None
         self.is_ready, self.known_paths = is_ready, known_paths
 
@@ -29,12 +39,12 @@ class Guard:
             return
         start = time.perf_counter()
         path = scope["path"] if scope["path"] in self.known_paths else "other"
-        status, ticket = 500, None
+        status, ticket, started = 500, None, False
 
         async def send_recording(message):
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
             await send(message)
 
         align = path == "/v1/align"
@@ -54,6 +64,12 @@ class Guard:
                 await send_error(send_recording, error)
             else:
                 await self.app(scope, receive, send_recording)
+        except asyncio.CancelledError:  # uvicorn's shutdown drain is over
+            if started:
+                raise
+            await send_error(send_recording, ApiError(503, "shutting_down", "the server is shutting down and "
+                                                      "could not finish this request in time (--shutdown-timeout); "
+                                                      "retry on another instance", headers={"Connection": "close"}))
         finally:
             self.batcher.release(ticket)
             if align:
@@ -75,23 +91,30 @@ class Guard:
         return None
 
     async def _read_body(self, scope, receive):
-        """The whole body, at most max_body bytes, replayed to the app as one message."""
+        """The whole body, at most max_body bytes within body_timeout seconds, replayed to the app
+        as one message. Refusals close the connection: the rest of the body is not read."""
+        close = {"Connection": "close"}
         too_large = ApiError(413, "body_too_large", f"the request body is larger than this server's limit of "
-                             f"{self.max_body} bytes (--max-body-bytes); send fewer pairs per request")
+                             f"{self.max_body} bytes (--max-body-bytes); send fewer pairs per request", headers=close)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
             return receive, too_large
         chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return None, None
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_body:
-                return receive, too_large
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":  # the client went away
+                        return None, None
+                    chunks.append(message.get("body", b""))
+                    size += len(chunks[-1])
+                    if size > self.max_body:
+                        return receive, too_large
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            return receive, ApiError(408, "body_timeout", f"the request body did not arrive within "
+                                     f"{self.body_timeout:g} s (--body-timeout); {size} bytes came", headers=close)
         body, replayed = b"".join(chunks), False
 
         async def replay():
