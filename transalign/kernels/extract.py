@@ -4,9 +4,10 @@ The engine packs the content rows (language code and </s> dropped) of every sent
 batch into one float32 array; pair p is described by row offsets and lengths of its two
 sides. All pairs are processed at once, in two passes (kernels in `jit.py`):
 
-1. `_word_matrices`, parallel over pairs: scores, both softmaxes, the threshold intersection
-   and the subword -> word reduction into the pair's own slice of a scratch buffer (a small
-   word matrix), plus the pair's number of distinct word links. The pairs are cut into
+1. `_method_matrices`, parallel over pairs: scores, both softmaxes, the threshold
+   intersection (or another method of `methods.py`) and the subword -> word reduction into the
+   pair's own slice of a scratch buffer (a small word matrix), plus the pair's number of
+   distinct word links. The pairs are cut into
    contiguous ranges of about equal work, run by a thread pool; the kernel releases the GIL,
    so the ranges run truly in parallel, each writing only its own pairs' outputs.
 2. `_gather_links`: a prefix sum of the counts gives each pair a disjoint slice of the
@@ -25,7 +26,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from transalign.kernels.jit import _gather_links, _word_matrices
+from transalign.kernels.jit import ANY, SOFTMAX, _gather_links, _gather_scores, _method_matrices
 
 _INT32_MAX = np.iinfo(np.int32).max
 # Below this many multiply-adds a batch runs on the calling thread: starting threads would
@@ -57,15 +58,29 @@ def extract_links(hidden: np.ndarray, src_offsets: np.ndarray, src_lengths: np.n
     sorted by (source, target).
     """
     batch = checked_batch(hidden, src_offsets, src_lengths, tgt_offsets, tgt_lengths, src_word_ids, tgt_word_ids)
-    threshold = _as_threshold(threshold)
+    pair_starts, links, _ = extract_batch(batch, SOFTMAX, ANY, as_threshold(threshold), False, threads)
+    return pair_starts, links
+
+
+def extract_batch(batch: "CheckedBatch", method: int, word_level: int, threshold: float, want_scores: bool,
+                  threads: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The one extraction pipeline (both passes of the module docstring) for every method:
+    (pair_starts, links, scores or None). ``method`` / ``word_level``: the kernels' integer codes."""
     if batch.n_pairs == 0:
-        return np.zeros(1, dtype=np.int64), np.empty((0, 2), dtype=np.int32)
+        return np.zeros(1, dtype=np.int64), np.empty((0, 2), dtype=np.int32), np.empty(0) if want_scores else None
     threads = _as_threads(threads)
     cells, scratch_starts = scratch_layout(batch)
     scratch = np.empty(int(scratch_starts[-1]), dtype=np.uint8)
+    score_scratch = np.empty(int(scratch_starts[-1]) if want_scores else 0)
     counts = np.empty(batch.n_pairs, dtype=np.int64)
-    run_over_pairs(_word_matrices, batch, cells, threads, (*batch, threshold, scratch_starts, scratch, counts))
-    return _gather_links(*batch.spans, scratch_starts, scratch, counts)
+    run_over_pairs(_method_matrices, batch, cells, threads,
+                   (*batch, method, word_level, threshold, want_scores, scratch_starts, scratch, score_scratch, counts))
+    pair_starts, links = _gather_links(*batch.spans, scratch_starts, scratch, counts)
+    if not want_scores:
+        return pair_starts, links, None
+    scores = np.empty(links.shape[0])
+    _gather_scores(*batch.spans, scratch_starts, scratch, score_scratch, pair_starts, scores)
+    return pair_starts, links, scores
 
 
 class CheckedBatch(NamedTuple):
@@ -214,7 +229,7 @@ def _as_threads(threads) -> int:
     return int(threads)
 
 
-def _as_threshold(threshold) -> float:
+def as_threshold(threshold) -> float:
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
         raise ValueError(f"threshold must be a real number in [0, 1), got {threshold!r}")
     value = float(threshold)

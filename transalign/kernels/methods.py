@@ -35,9 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from transalign.kernels.extract import (_as_threads, _as_threshold, scratch_layout, checked_batch, extract_links,
-                                        run_over_pairs)
-from transalign.kernels.jit import _gather_links, _gather_scores, _method_matrices
+from transalign.kernels.extract import as_threshold, checked_batch, extract_batch
 from transalign.kernels.names import DEFAULT_METHOD, DEFAULT_WORD_LEVEL, METHODS, WORD_LEVELS
 
 
@@ -55,7 +53,7 @@ class Extraction:
             raise ValueError(f"method {self.method!r} is not one of {', '.join(METHODS)}")
         if self.word_level not in WORD_LEVELS:
             raise ValueError(f"word_level {self.word_level!r} is not one of {', '.join(WORD_LEVELS)}")
-        object.__setattr__(self, "threshold", _as_threshold(self.threshold))
+        object.__setattr__(self, "threshold", as_threshold(self.threshold))
         if not isinstance(self.scores, bool):
             raise ValueError(f"scores must be True or False, got {self.scores!r}")
 
@@ -79,30 +77,11 @@ def extract_with(hidden: np.ndarray, src_offsets: np.ndarray, src_lengths: np.nd
     Arguments as `extract_links`. Returns (pair_starts int64 [n_pairs + 1], links int32
     [n_links, 2], scores float64 [n_links] or None when extraction.scores is False); pair p's
     links are links[pair_starts[p]:pair_starts[p + 1]], distinct and sorted by (source, target),
-    and scores[k] is the score of links[k]. The reference setting without scores runs
-    `extract_links` itself, so its links are the reference's by construction.
+    and scores[k] is the score of links[k]. One kernel pipeline serves every setting
+    (`extract.extract_batch`), `extract_links` included.
     """
     if not isinstance(extraction, Extraction):
         raise ValueError(f"extraction must be an Extraction, got {extraction!r}")
-    if extraction.is_reference:
-        pair_starts, links = extract_links(hidden, src_offsets, src_lengths, tgt_offsets, tgt_lengths,
-                                           src_word_ids, tgt_word_ids, extraction.threshold, threads=threads)
-        return pair_starts, links, None
     batch = checked_batch(hidden, src_offsets, src_lengths, tgt_offsets, tgt_lengths, src_word_ids, tgt_word_ids)
-    want = extraction.scores
-    if batch.n_pairs == 0:
-        return np.zeros(1, dtype=np.int64), np.empty((0, 2), dtype=np.int32), np.empty(0) if want else None
-    threads = _as_threads(threads)
-    cells, scratch_starts = scratch_layout(batch)
-    scratch = np.empty(int(scratch_starts[-1]), dtype=np.uint8)
-    score_scratch = np.empty(int(scratch_starts[-1]) if want else 0)
-    counts = np.empty(batch.n_pairs, dtype=np.int64)
-    run_over_pairs(_method_matrices, batch, cells, threads,
-                   (*batch, METHODS.index(extraction.method), WORD_LEVELS.index(extraction.word_level),
-                    extraction.threshold, want, scratch_starts, scratch, score_scratch, counts))
-    pair_starts, links = _gather_links(*batch.spans, scratch_starts, scratch, counts)
-    if not want:
-        return pair_starts, links, None
-    scores = np.empty(links.shape[0])
-    _gather_scores(*batch.spans, scratch_starts, scratch, score_scratch, pair_starts, scores)
-    return pair_starts, links, scores
+    return extract_batch(batch, METHODS.index(extraction.method), WORD_LEVELS.index(extraction.word_level),
+                         extraction.threshold, extraction.scores, threads)
