@@ -274,6 +274,19 @@ def _both_clis(tiny_bundle, tmp_path, name, src, tgt, src_lang, tgt_lang, precis
     return c_out.read_bytes(), py_out.read_bytes()
 
 
+def _both_clis_files(bundle, tmp_path, src, tgt, precision, *extra):
+    """(C output, Python output, C stderr) of the two align programs without language codes (a
+    bundle that has none: the XLM-R family)."""
+    src_file, tgt_file = _write_lines(tmp_path / "pairs.src", src), _write_lines(tmp_path / "pairs.tgt", tgt)
+    common = ["--src", str(src_file), "--tgt", str(tgt_file), "--precision", precision, *extra]
+    c_out, py_out = tmp_path / f"{precision}.c.align", tmp_path / f"{precision}.py.align"
+    run = subprocess.run([str(BUILD / "transalign-align"), str(bundle), *common, "--threads", "1", "-o", str(c_out)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert transalign_main(["align", str(bundle), *common, "--provider", "cpu", "-o", str(py_out)]) == 0
+    return c_out.read_bytes(), py_out.read_bytes(), run.stderr
+
+
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_align_program_output_is_byte_identical_on_the_bam_sample(tiny_bundle, tmp_path, corpora, precision, lib):
     c_bytes, py_bytes = _both_clis(tiny_bundle, tmp_path, "bam", corpora["bam"][1], corpora["bam-en"][1],

@@ -25,6 +25,8 @@
 #include <cstring>
 #include <fstream>
 #include <mutex>
+#include <string_view>
+#include <unordered_map>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -292,7 +294,15 @@ struct NllbTokenizer::Impl {
     bool trigger[256] = {};
     std::vector<int64_t> prefix, suffix;  // without a language code
     int64_t eos = 0, vocab = 0, unk = 0;
-    bool strip = true, fuse_unk = false;
+    bool strip = true, unigram = false;
+    // Unigram: tokenizers' own Viterbi (scores in double, ties to the earliest start), which
+    // sentencepiece's (float sums) does not always reproduce
+    std::vector<std::string> piece_text;
+    std::unordered_map<std::string_view, int> piece_ids;  // views into piece_text
+    std::vector<double> scores;
+    size_t longest_piece = 0;
+    double unk_score = 0;
+    void unigram_encode(const std::string &text, std::vector<int> &ids) const;
 
     void load_nllb(const std::string &root, const TokenizerSpec &spec);
     void load_unigram(const std::string &root, const TokenizerSpec &spec);
@@ -439,6 +449,25 @@ void NllbTokenizer::Impl::load_unigram(const std::string &root, const TokenizerS
         index_added(added);
         table.resize(pieces);
         for (size_t p = 0; p < pieces; ++p) table[p] = static_cast<int64_t>(p);
+        // the Viterbi's vocabulary: every piece of tokenizer.json (special ones too, as tokenizers'
+        // trie holds them) with its score as a double, exactly as tokenizers reads it; the
+        // sentencepiece model must list the same pieces
+        double min_score = 0;
+        const json &entries = model.at("vocab");
+        piece_text.reserve(pieces);
+        scores.resize(pieces);
+        for (size_t p = 0; p < pieces; ++p) {
+            piece_text.push_back(entries[p].at(0).get<std::string>());
+            scores[p] = entries[p].at(1).get<double>();
+            if (piece_text[p] != sp.IdToPiece(static_cast<int>(p)))
+                throw Error(TA_ERR_BUNDLE, sp_path + ": piece " + std::to_string(p) + " differs from " + path +
+                                           "'s; export the bundle again");
+            longest_piece = std::max(longest_piece, piece_text[p].size());
+            min_score = p == 0 ? scores[p] : std::min(min_score, scores[p]);
+        }
+        piece_ids.reserve(pieces);
+        for (size_t p = 0; p < pieces; ++p) piece_ids.emplace(std::string_view(piece_text[p]), static_cast<int>(p));
+        unk_score = min_score - 10.0;  // tokenizers' K_UNK_PENALTY
         vocab = static_cast<int64_t>(pieces);
         for (auto &token : added)
             if (token.id >= static_cast<int64_t>(pieces)) ++vocab;
@@ -449,7 +478,7 @@ void NllbTokenizer::Impl::load_unigram(const std::string &root, const TokenizerS
     eos = spec.eos_id;
     prefix = spec.prefix_ids;
     suffix = spec.suffix_ids;
-    fuse_unk = true;
+    unigram = true;
 }
 
 NllbTokenizer::~NllbTokenizer() = default;
@@ -628,6 +657,47 @@ void NllbTokenizer::Impl::split_normalized(const std::string &text, std::vector<
     if (out.size() == before && text.empty()) out.push_back({std::string(), -1});  // an empty segment: one empty unit
 }
 
+// tokenizers' Unigram::encode_optimized on one pre-token: for every start (a character
+// boundary) every piece beginning there extends the best path ending at its end when its score
+// is strictly higher (so ties keep the earliest start); a character no piece covers is an unknown
+// piece of score min - 10; backtracking joins runs of unknowns into one <unk> (fuse_unk).
+void NllbTokenizer::Impl::unigram_encode(const std::string &text, std::vector<int> &ids) const {
+    struct Node {
+        int id = -1;
+        double score = 0;
+        long start = -1;
+    };
+    const size_t size = text.size();
+    std::vector<Node> best(size + 1);
+    const int unk_id = sp.unk_id();
+    for (size_t start = 0; start < size;) {
+        const double here = best[start].score;
+        const size_t mblen = utf8_len(static_cast<unsigned char>(text[start]));
+        bool single = false;
+        for (size_t length = 1; length <= longest_piece && start + length <= size; ++length) {
+            auto it = piece_ids.find(std::string_view(text.data() + start, length));
+            if (it == piece_ids.end()) continue;
+            Node &target = best[start + length];
+            const double candidate = scores[it->second] + here;
+            if (target.start < 0 || candidate > target.score) target = {it->second, candidate, static_cast<long>(start)};
+            if (length == mblen) single = true;
+        }
+        if (!single) {
+            Node &target = best[start + mblen];
+            const double candidate = unk_score + here;
+            if (target.start < 0 || candidate > target.score) target = {unk_id, candidate, static_cast<long>(start)};
+        }
+        start += mblen;
+    }
+    const size_t first = ids.size();
+    for (size_t end = size; end > 0;) {
+        const Node &node = best[end];
+        if (!(node.id == unk_id && !ids.empty() && ids.size() > first && ids.back() == unk_id)) ids.push_back(node.id);
+        end = static_cast<size_t>(node.start);
+    }
+    std::reverse(ids.begin() + first, ids.end());
+}
+
 Encoded NllbTokenizer::encode(const WordRef *words, size_t n_words, int64_t lang_id, Scratch &scratch) const {
     const Impl &im = *impl_;
     Encoded enc;
@@ -668,18 +738,29 @@ Encoded NllbTokenizer::encode(const WordRef *words, size_t n_words, int64_t lang
                 continue;
             }
             if (unit.text.empty()) continue;
-            pieces.clear();
-            const auto status = im.sp.Encode(unit.text, &pieces);
-            if (!status.ok()) throw Error(TA_ERR_INTERNAL, "sentencepiece: " + status.ToString());
-            bool last_unk = false;
-            for (int p : pieces) {
-                if (p < 0 || static_cast<size_t>(p) >= im.table.size())
-                    throw Error(TA_ERR_INTERNAL, "sentencepiece returned the id " + std::to_string(p) + " outside its vocabulary");
-                const bool unk = p == im.sp.unk_id();
-                if (im.fuse_unk && unk && last_unk) continue;
-                last_unk = unk;
-                enc.ids.push_back(im.table[p]);
-                enc.word_ids.push_back(static_cast<int32_t>(w));
+            // Unigram: Metaspace's split (a piece starts at every U+2581) is the caller's job, as
+            // sentencepiece's Unigram encodes the whole text; BPE splits there itself
+            for (size_t start = 0, stop; start < unit.text.size(); start = stop) {
+                stop = im.unigram ? unit.text.find(kMeta, start + 1) : std::string::npos;
+                if (stop == std::string::npos) stop = unit.text.size();
+                pieces.clear();
+                if (im.unigram) {
+                    im.unigram_encode(unit.text.substr(start, stop - start), pieces);
+                } else {
+                    const auto status = im.sp.Encode(absl::string_view(unit.text.data() + start, stop - start), &pieces);
+                    if (!status.ok()) throw Error(TA_ERR_INTERNAL, "sentencepiece: " + status.ToString());
+                }
+                bool last_unk = false;
+                for (int p : pieces) {
+                    if (p < 0 || static_cast<size_t>(p) >= im.table.size())
+                        throw Error(TA_ERR_INTERNAL, "sentencepiece returned the id " + std::to_string(p) +
+                                                     " outside its vocabulary");
+                    const bool unk = p == im.sp.unk_id();
+                    if (im.unigram && unk && last_unk) continue;  // (unigram_encode fuses already)
+                    last_unk = unk;
+                    enc.ids.push_back(im.table[p]);
+                    enc.word_ids.push_back(static_cast<int32_t>(w));
+                }
             }
         }
     }

@@ -73,6 +73,9 @@ class TokenizerSpec:
     # NLLB: "strip" (current tokenizer.json converters strip trailing whitespace) or "keep"
     # (older ones keep it as a "▁" piece); see tokenizers/nllb.py.
     whitespace: str = "strip"
+    # hf-tokenizers with a Unigram model (XLM-R family): the same vocabulary as a sentencepiece
+    # model (export/spm_model.py), listed in `files`; only the C library reads it. "" = none.
+    sentencepiece_file: str = ""
 
     KINDS = ("sentencepiece-nllb", "hf-tokenizers")
 
@@ -86,6 +89,8 @@ class TokenizerSpec:
         data = dict(self.__dict__)
         data["prefix_ids"] = list(self.prefix_ids)
         data["suffix_ids"] = list(self.suffix_ids)
+        if not self.sentencepiece_file:
+            del data["sentencepiece_file"]  # manifests without one stay as they were
         return data
 
     @classmethod
@@ -145,7 +150,7 @@ _MANIFEST_TYPES = {
     "default_threshold": _NUM, "max_positions": _INT, "tokenizer": "an object", "precisions": "an object",
     "files": "an object", "opset": _INT, "tools": "an object",
 }
-_TOKENIZER_TYPES = {"kind": _STR, "file": _STR, "unk_id": _INT, "eos_id": _INT, "pad_id": _INT,
+_TOKENIZER_TYPES = {"kind": _STR, "file": _STR, "sentencepiece_file": _STR, "unk_id": _INT, "eos_id": _INT, "pad_id": _INT,
                     "piece_offset": _INT, "lowercase": _BOOL, "whitespace": _STR}
 
 

@@ -149,6 +149,7 @@ def run_export(options: ExportOptions) -> Manifest:
 
 
 def _build(options: ExportOptions, settled: _Settled, loaded, staging: Path) -> Manifest:
+    from transalign.export.spm_model import with_sentencepiece_model
     from transalign.export.tokenizer_spec import spec_from_hf_tokenizer
 
     layer, num_layers, defaults, adapter = settled.layer, settled.num_layers, settled.defaults, settled.adapter
@@ -182,6 +183,7 @@ def _build(options: ExportOptions, settled: _Settled, loaded, staging: Path) -> 
     if "fp32" not in options.precisions:
         fp32_path.unlink()
     spec = spec_from_hf_tokenizer(loaded.tokenizer, staging, loaded.arch.tokenizer_kind)
+    spec = with_sentencepiece_model(spec, staging)  # XLM-R family: the C library's tokenizer model
     files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
     precisions = {p: {"file": MODEL_FILES[p], "validation": report[p].to_json()} for p in options.precisions}
     if "int8" in precisions:
