@@ -175,3 +175,17 @@ def test_empty_sentences_are_counted_and_reported(tmp_path, tiny_bundle, capsys)
     lines = captured.out.split("\n")
     assert lines[1] == lines[2] == "" and lines[0]
     assert "2 of 3 pairs have an empty sentence (first: " in captured.err and "s.txt, line 2)" in captured.err
+
+
+def test_align_bundle_help_shows_the_bundle_default_extraction(tiny_bundle, capsys):
+    import json
+
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    with pytest.raises(SystemExit) as info:
+        main(["align", str(tiny_bundle), "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--skip-long" in out
+    assert out.rstrip().endswith(f"defaults of {tiny_bundle}: --method {manifest.get('default_method', 'softmax')} "
+                                 f"--word-level {manifest.get('default_word_level', 'any')} "
+                                 f"--threshold {manifest['default_threshold']:g}")

@@ -14,15 +14,17 @@ PROGRESS_MODES = ("auto", "always", "never")
 
 
 def register(sub) -> None:
-    from transalign.cli.options import add_extraction_flags, add_language_flags, add_load_flags
+    from transalign.cli.options import add_bundle_argument, add_extraction_flags, add_language_flags, add_load_flags
 
     p = sub.add_parser(
         "align",
         help="align sentence pairs from two files, or one `src ||| tgt` file",
         description="Align SRC[k] with TGT[k] for every k (or the two sides of each line of --input) and write "
-                    "one line of links `i-j` per pair (i: source word, j: target word, 0-based).",
+                    "one line of links `i-j` per pair (i: source word, j: target word, 0-based). "
+                    "`transalign align BUNDLE --help` also shows BUNDLE's default extraction.",
+        add_help=False,
     )
-    p.add_argument("bundle", help="bundle directory made by `transalign export`")
+    add_bundle_argument(p)
     p.add_argument("--src", help="source sentences (- reads standard input)")
     p.add_argument("--tgt", help="target sentences (- reads standard input)")
     p.add_argument("--input", help="instead of --src/--tgt: one pair per line, `source ||| target` (fast_align, "
@@ -66,7 +68,7 @@ def run(args) -> int:
     total = _count_pairs(inputs[0], "lines" if args.input else args.input_format)
     show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty()
                                          and (total is None or total >= PROGRESS_MIN_PAIRS))
-    progress = Progress(total, "aligned pairs", show)
+    progress = Progress(total, f"aligned pairs ({aligner.provider}, {aligner.precision})", show)
     sides = _ParallelSides(args.input) if args.input else \
         (_Side(args.src, args.input_format), _Side(args.tgt, args.input_format))
     src, tgt = sides.sides() if args.input else sides

@@ -83,3 +83,39 @@ def languages(args, manifest, command: str):
         print(f"transalign {command}: warning: {flag_of(option)} {getattr(args, option)} is ignored: this "
               f"{manifest.architecture} bundle has no language codes", file=sys.stderr)
     return resolved
+
+
+class _BundleHelp(argparse.Action):
+    """``-h/--help`` that, after ``BUNDLE`` (``transalign align BUNDLE --help``), also prints that
+    bundle's recommended extraction: the values the extraction flags default to."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.print_help()
+        bundle = getattr(namespace, "bundle", None)
+        if bundle:
+            print(f"\n{bundle_defaults(bundle)}")
+        parser.exit()
+
+
+def bundle_defaults(bundle: str) -> str:
+    """'defaults of BUNDLE: --method softmax --word-level any --threshold 0.001' (or why not)."""
+    from transalign.engine.bundle import read_manifest
+
+    try:
+        manifest = read_manifest(bundle, verify_hashes=False)
+    except ValueError as exc:
+        return f"(cannot show the defaults of {bundle}: {exc})"
+    threshold = f" --threshold {manifest.default_threshold:g}" if manifest.default_method == "softmax" else ""
+    return (f"defaults of {bundle}: --method {manifest.default_method} --word-level {manifest.default_word_level}"
+            f"{threshold}")
+
+
+def add_bundle_argument(p: argparse.ArgumentParser) -> None:
+    """The BUNDLE positional, and a --help that shows its defaults when given after it. The
+    parser must be made with ``add_help=False``."""
+    p.add_argument("-h", "--help", action=_BundleHelp,
+                   help="show this help and exit; after BUNDLE, also the bundle's default extraction")
+    p.add_argument("bundle", help="bundle directory made by `transalign export`")
