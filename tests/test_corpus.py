@@ -24,7 +24,7 @@ import pytest
 from measurements import record
 from transalign.formats.alignments import FormatError
 from transalign.cli import main
-from transalign.corpus.formats import detect_format, iter_pairs
+from transalign.corpus.formats import Rejected, detect_format, iter_pairs
 from transalign.corpus.job import align_corpus
 from transalign.corpus.manifest import JobError
 from transalign.corpus.writers import read_shard
@@ -142,9 +142,10 @@ def test_readers_agree_and_restart_at_a_position(tmp_path):
 def test_malformed_rows_name_file_and_line(tmp_path, tiny_bundle, capsys, fmt, text, line, message):
     path = tmp_path / "bad.txt"
     path.write_text(text, encoding="utf-8")
-    with pytest.raises(FormatError) as info:
-        list(iter_pairs(path, fmt))
-    assert str(info.value).startswith(f"{path}:{line}: ") and message in str(info.value)
+    rows = list(iter_pairs(path, fmt))  # every row, the bad one in its place
+    assert len(rows) == len(text.splitlines())
+    [bad] = [row for row in rows if isinstance(row, Rejected)]
+    assert bad.lineno == line and message in bad.reason and bad.raw == text.splitlines()[line - 1]
     code = main(["align-corpus", str(tiny_bundle), str(path), "-o", str(tmp_path / "out"), "--input-format", fmt,
                  "--src-lang", "eng_Latn", "--tgt-lang", "ces_Latn", "--shard-pairs", "1", "--quiet"])
     err = capsys.readouterr().err
@@ -508,6 +509,27 @@ def test_ray_rejects_equal_the_in_process_ones(ray_cluster, tmp_path, tiny_bundl
     [entry] = [json.loads(x) for x in (tmp_path / "lang.jsonl").read_text(encoding="utf-8").splitlines()]
     assert summary.rejected == 1 and entry["line"] == 2 and "eng_Latm" in entry["reason"]
     assert [r.id for r in read_shard(tmp_path / "lang" / "part-00000.jsonl", "jsonl")] == ["0", "2"]
+
+
+def test_ray_extraction_scores_positions_and_repair_equal_in_process(ray_cluster, tmp_path, tiny_bundle, rejects_job):
+    """--method/--scores, pharaoh positions with rejects, and a damaged shard repaired on resume:
+    the Ray runner writes exactly the in-process bytes."""
+    lines = rejects_job["corpus"].read_bytes().splitlines(keepends=True)[:120]
+    corpus = tmp_path / "c.txt"
+    corpus.write_bytes(b"".join(lines))
+    options = {"src_lang": "eng_Latn", "tgt_lang": "ces_Latn", "shard_pairs": 40, "method": "itermax",
+               "scores": True}
+    align_corpus(tiny_bundle, corpus, tmp_path / "local", rejects=tmp_path / "local.jsonl", **options)
+    ray_options = dict(options, ray=True, workers=1, threads=1, rejects=tmp_path / "ray.jsonl")
+    align_corpus(tiny_bundle, corpus, tmp_path / "ray", **ray_options)
+    assert job_files(tmp_path / "ray") == job_files(tmp_path / "local")
+    assert concat(tmp_path / "ray").count(b"\n") == 120 and b":" in concat(tmp_path / "ray")  # positions, scores
+    assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
+    damaged = tmp_path / "ray" / "part-00001.txt"
+    damaged.write_bytes(damaged.read_bytes()[:50])
+    summary = align_corpus(tiny_bundle, corpus, tmp_path / "ray", resume=True, **ray_options)
+    assert summary.repaired == (1,) and summary.written == 1
+    assert job_files(tmp_path / "ray") == job_files(tmp_path / "local")
 
 
 @contextlib.contextmanager

@@ -12,10 +12,10 @@ Input formats (one sentence pair per line or row, words split on whitespace):
 
 Readers stream (one line or one Parquet batch at a time) and can start at a recorded position
 (a byte offset, or a row for Parquet), so a resumed or distributed job reads only its part.
-A malformed row is a :class:`~transalign.formats.alignments.FormatError` naming the file and line
-(Parquet: row): a pair is never dropped or shifted silently. With ``rejects=True`` the reader
-yields a :class:`Rejected` in the row's place instead (the corpus job's ``--rejects``), so the
-caller still sees every row, in order, and can count positions past it.
+Every row yields exactly one item, in order: a :class:`Pair`, or a :class:`Rejected` (line, reason,
+raw text) for a malformed row, so a pair is never dropped or shifted silently and the caller can
+count positions past a bad row. Whether a rejected row stops the job (``FILE:LINE: reason``) or is
+set aside (``--rejects``) is the caller's policy (``shards.RowPolicy``), decided in one place.
 
 A JSONL string that is valid JSON but not text (a lone surrogate such as ``"\\ud800"``, which no
 UTF-8 file can hold) is a malformed row like any other, named by file and line.
@@ -59,7 +59,7 @@ class Pair(NamedTuple):
 
 
 class Rejected(NamedTuple):
-    """A malformed row set aside (``rejects=True``) instead of stopping the job. ``pos`` and
+    """A malformed row, in its place in the input. ``pos`` and
     ``lineno`` as for :class:`Pair`; ``reason``: the message the error would have had; ``raw``: the
     line as read (Parquet: the row as JSON), None when not read yet (see :func:`raw_row`)."""
 
@@ -106,19 +106,16 @@ def detect_format(path: str | os.PathLike) -> str:
                       f"give --input-format ({', '.join(INPUT_FORMATS)})", path, 1)
 
 
-def iter_pairs(path: str | os.PathLike, fmt: str, start: int = 0, start_lineno: int = 1, *,
-               rejects: bool = False) -> Iterator[Pair | Rejected]:
+def iter_pairs(path: str | os.PathLike, fmt: str, start: int = 0, start_lineno: int = 1) -> Iterator[Pair | Rejected]:
     """Stream the pairs of ``path`` from position ``start`` (a ``Pair.pos`` from an earlier read,
     or 0) on; ``start_lineno`` is the line number of that position.
 
-    A malformed row raises :class:`FormatError` (``FILE:LINE: message``), or with ``rejects``
-    comes out as a :class:`Rejected` in its place: every row yields exactly one item either way.
-    Errors about the whole file (not found, not Parquet, no src/tgt column, a TSV first line
+    A malformed row comes out as a :class:`Rejected` in its place. Errors about the whole file (not found, not Parquet, no src/tgt column, a TSV first line
     that fits no layout) always raise: no row of such a file can be trusted."""
     if fmt not in INPUT_FORMATS:
         raise ValueError(f"input format {fmt!r} is not one of {', '.join(INPUT_FORMATS)}")
     if fmt == "parquet":
-        yield from _iter_parquet(Path(path), start, rejects)
+        yield from _iter_parquet(Path(path), start)
         return
     parse = {"fast_align": _parse_fast_align, "jsonl": _parse_jsonl}.get(fmt)
     if fmt == "tsv":
@@ -131,8 +128,6 @@ def iter_pairs(path: str | os.PathLike, fmt: str, start: int = 0, start_lineno: 
             text = _decode(raw, pos)
             src, tgt, ident, src_lang, tgt_lang = parse(text)
         except ValueError as exc:
-            if not rejects:
-                raise RowError(str(exc), path, lineno) from None
             yield Rejected(pos, lineno, str(exc), _decode(raw, pos, "backslashreplace"))
             continue
         yield Pair(src, tgt, ident, src_lang, tgt_lang, pos, lineno)
@@ -313,7 +308,7 @@ def _pyarrow():
     return pyarrow, pyarrow.parquet
 
 
-def _iter_parquet(path: Path, start: int, rejects: bool = False) -> Iterator[Pair | Rejected]:
+def _iter_parquet(path: Path, start: int) -> Iterator[Pair | Rejected]:
     _, pq = _pyarrow()
 
     try:
@@ -342,11 +337,11 @@ def _iter_parquet(path: Path, start: int, rejects: bool = False) -> Iterator[Pai
         data = {c: batch.column(c).to_pylist() for c in columns}
         for k in range(batch.num_rows):
             if row >= start:
-                yield _parquet_pair(path, data, k, row, rejects)
+                yield _parquet_pair(data, k, row)
             row += 1
 
 
-def _parquet_pair(path: Path, data: dict, k: int, row: int, rejects: bool = False) -> Pair | Rejected:
+def _parquet_pair(data: dict, k: int, row: int) -> Pair | Rejected:
     values = {c: data[c][k] if c in data else None for c in COLUMNS}
     try:
         for name in ("src", "tgt"):
@@ -355,7 +350,5 @@ def _parquet_pair(path: Path, data: dict, k: int, row: int, rejects: bool = Fals
         return Pair(_words(values["src"], "src"), _words(values["tgt"], "tgt"), _ident(values["id"]),
                     _lang(values["src_lang"], "src_lang"), _lang(values["tgt_lang"], "tgt_lang"), row, row + 1)
     except ValueError as exc:
-        if rejects:
-            present = {c: v for c, v in values.items() if c in data}
-            return Rejected(row, row + 1, str(exc), json.dumps(present, ensure_ascii=False, default=str))
-        raise RowError(f"row {row + 1}: {exc}", path) from None
+        present = {c: v for c, v in values.items() if c in data}
+        return Rejected(row, row + 1, str(exc), json.dumps(present, ensure_ascii=False, default=str))

@@ -87,15 +87,16 @@ def align_corpus(bundle: str | Path, input: str | Path, outdir: str | Path, *, i
     load = LoadOptions(precision=precision, provider=provider, threads=threads, batch_tokens=batch_tokens)
     fmt = _check_arguments(input_path, input_format, output_format, shard_pairs, ray, workers, gpus_per_worker)
     rejects_path = _check_rejects(rejects, input_path, outdir)
+    warn = warn or stderr_warn
     settings = job_settings(bundle, input_path, fmt, output_format, src_lang, tgt_lang, method, word_level,
-                            threshold, scores, skip_long, rejects_path is not None)
+                            threshold, scores, skip_long, rejects_path is not None, warn)
     options = {"src_lang": src_lang, "tgt_lang": tgt_lang, "output_format": output_format,
                "shard_pairs": shard_pairs, "precision": precision, "threshold": threshold, "method": method,
                "word_level": word_level, "scores": scores, "batch_tokens": batch_tokens, "skip_long": skip_long,
                "rejects": None if rejects_path is None else str(rejects_path)}
     job = prepare_outdir(outdir, describe_job(input_path, fmt, bundle, options), resume)
     log = log or (lambda message: None)
-    repaired = _repair(job, outdir, warn or stderr_warn) if resume else ()
+    repaired = _repair(job, outdir, warn) if resume else ()
     if job.complete:
         if rejects_path is not None:
             write_rejects_file(job, outdir, rejects_path)  # cheap, and FILE may have been changed since
@@ -151,10 +152,11 @@ def _check_rejects(rejects, input_path: Path, outdir: Path) -> Path | None:
 
 
 def job_settings(bundle: Path, input_path: Path, input_format: str, output_format: str, src_lang, tgt_lang,
-                 method, word_level, threshold, scores: bool, skip_long: bool, rejects: bool) -> AlignSettings:
+                 method, word_level, threshold, scores: bool, skip_long: bool, rejects: bool, warn) -> AlignSettings:
     """The job's `AlignSettings`, made once: the extraction resolved for the bundle (its
     defaults fill what is None) and the job's language codes checked by the engine's rules
-    (`OptionError` naming the option); rows may still bring codes of their own."""
+    (`OptionError` naming the option); rows may still bring codes of their own. Codes given to a
+    bundle without codes are ignored, with a warning (as `align` does)."""
     from transalign.engine.bundle import read_manifest
     from transalign.engine.options import check_language, resolve_extraction
 
@@ -162,7 +164,10 @@ def job_settings(bundle: Path, input_path: Path, input_format: str, output_forma
     extraction = resolve_extraction(manifest, method, word_level, threshold, scores)
     table = manifest.tokenizer.lang_code_ids
     for option, code in (("src_lang", src_lang), ("tgt_lang", tgt_lang)):
-        if table and code is not None:  # None: every row must bring its own (checked per row)
+        if code is not None and not table:
+            warn(f"--{option.replace('_', '-')} {code} is ignored: this {manifest.architecture} bundle has no "
+                 "language codes")
+        elif code is not None:  # None: every row must bring its own (checked per row)
             check_language(table, option, code, manifest.architecture)
     return AlignSettings(extraction, src_lang, tgt_lang, skip_long, RowPolicy(rejects, str(input_path)), output_format,
                          input_format)
@@ -199,7 +204,7 @@ def _run_in_process(job: JobManifest, input_path: Path, outdir: Path, settings: 
     shard_pairs, done = job.options["shard_pairs"], set(job.completed)
     k, pos, lineno = resume_point(job)
     bar = _progress(progress, input_path, settings.input_format, shard_pairs, done)
-    reader = iter_pairs(input_path, settings.input_format, pos, lineno, rejects=True)
+    reader = iter_pairs(input_path, settings.input_format, pos, lineno)
     written = skipped = 0
     rows = k * shard_pairs
     while (first := next(reader, None)) is not None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+from transalign.corpus import reaper
 from transalign.corpus.formats import Pair, Rejected, _words, iter_pairs
 from transalign.corpus.shards import AlignSettings, RowPolicy, align_pairs, chunks, language_problem, record_shard, \
     shard_log, write_shard
@@ -132,7 +133,7 @@ def scan_shards(input_path: Path, settings: AlignSettings, shard_pairs: int, bun
     manifest = read_manifest(bundle, verify_hashes=False)
     checked: set = set()
     starts = []
-    for shard in chunks(iter_pairs(input_path, settings.input_format, rejects=True), shard_pairs):
+    for shard in chunks(iter_pairs(input_path, settings.input_format), shard_pairs):
         starts.append((shard[0].pos, shard[0].lineno, len(shard)))
         if settings.policy.rejects:
             continue
@@ -158,7 +159,7 @@ def read_shard_rows(batch, path: str, fmt: str, shard_pairs: int):
              "pos": pa.int64(), "reject": pa.string(), "raw": pa.string()}
     for shard, pos, lineno, count in zip(batch["shard"], batch["pos"], batch["lineno"], batch["count"]):
         shard = int(shard)
-        reader = enumerate(itertools.islice(iter_pairs(path, fmt, int(pos), int(lineno), rejects=True), int(count)),
+        reader = enumerate(itertools.islice(iter_pairs(path, fmt, int(pos), int(lineno)), int(count)),
                            start=shard * shard_pairs)
         for chunk in chunks(reader):
             pairs = [(i, p if isinstance(p, Pair) else None, p) for i, p in chunk]
@@ -189,10 +190,12 @@ def run_on_ray(job, input_path: Path, outdir: Path, settings: AlignSettings, loa
     if not pending:
         return 0, 0, rows
     bar = None if progress is None else progress(sum(starts[k][2] for k in pending)).update
-    started = False
+    started, watcher = False, None
     if not ray.is_initialized():
         ray.init(address=None if address is True else address, include_dashboard=False)
         started = True
+        if address is True:  # a local cluster of our own (if Ray started one): it must not outlive us
+            watcher = reaper.start(reaper.cluster_roots(ray))
     context = ray.data.DataContext.get_current()
     saved_order = context.execution_options.preserve_order
     context.execution_options.preserve_order = True  # shards come back in input order
@@ -208,6 +211,8 @@ def run_on_ray(job, input_path: Path, outdir: Path, settings: AlignSettings, loa
         # defaults every shard of the job in one task, on one actor, returned only at its end.
         keep = ["shard", "index", "id", "links", "lineno", "pos", "reject", "raw"] \
             + (["skipped"] if settings.skip_long else []) + (["scores"] if settings.extraction.scores else [])
+        # rejects=True: actors hand every bad row back in its place; the driver applies the job's
+        # row policy when it writes the shard (write_shard), as in process
         e = settings.extraction
         ds = align_dataset(ds, bundle, src_lang=settings.src_lang, tgt_lang=settings.tgt_lang,
                            precision=load.precision, provider=load.provider,
@@ -236,6 +241,8 @@ def run_on_ray(job, input_path: Path, outdir: Path, settings: AlignSettings, loa
         context.execution_options.preserve_order = saved_order
         if started:
             ray.shutdown()
+        if watcher is not None:
+            reaper.stop(watcher)
 
 
 def _rows(ds, progress):
