@@ -242,3 +242,9 @@ def test_export_records_the_vocabulary_size(tiny_bundle, tiny_nllb, bert_bundles
     for kind, bundle in bert_bundles.items():
         config = json.loads((tiny_bert_models[kind] / "config.json").read_text())
         assert read_manifest(bundle).vocab_size == config["vocab_size"] == _vocab(bundle)
+
+
+def test_empty_graph_is_a_bundle_error(nllb_copy):
+    (nllb_copy / "model.onnx").write_bytes(b"")
+    with pytest.raises(BundleError, match="not a readable ONNX graph"):
+        read_manifest(nllb_copy, verify_hashes=False)

@@ -24,6 +24,7 @@ every other one by its length.
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,9 +165,22 @@ def _graph_span(buf):
     raise GraphFormatError("no graph in the model file")
 
 
+def _mapped(path: str | Path):
+    """The file memory-mapped (only the pages the walk touches are read): a graph saved with its
+    weights inline would otherwise be read whole into memory. Callers view it through a
+    memoryview (indexing a memoryview is several times faster than indexing the mmap); every
+    slice of it is a temporary, so the view and the map close cleanly."""
+    with open(path, "rb") as handle:
+        try:
+            return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError as exc:  # an empty file cannot be mapped
+            raise GraphFormatError(f"empty file ({exc})") from None
+
+
 def graph_facts(path: str | Path) -> GraphFacts:
     """Read the bounds described in the module docstring from an ONNX file (no weights loaded)."""
-    return _facts(memoryview(Path(path).read_bytes()))
+    with _mapped(path) as mapped, memoryview(mapped) as buf:
+        return _facts(buf)
 
 
 def _facts(buf) -> GraphFacts:
@@ -208,5 +222,5 @@ def _bounds(tables, nodes, ids_input, hidden) -> GraphFacts:
 
 def sentencepiece_piece_count(path: str | Path) -> int:
     """Number of pieces of a sentencepiece model file (its top-level `pieces` entries)."""
-    view = memoryview(Path(path).read_bytes())
-    return sum(1 for number, wire, _ in _fields(view) if number == _SENTENCEPIECE_PIECES and wire == 2)
+    with _mapped(path) as mapped, memoryview(mapped) as buf:
+        return sum(1 for number, wire, _ in _fields(buf) if number == _SENTENCEPIECE_PIECES and wire == 2)
