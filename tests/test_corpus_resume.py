@@ -162,3 +162,25 @@ def test_a_version_1_manifest_is_resumed_by_aligning_its_shards_again(reference,
     assert summary.repaired == (0, 1, 2, 3, 4) and "no recorded size and sha256" in capsys.readouterr().err
     assert job_files(outdir) == job_files(reference["full"])
     assert json.loads((outdir / "manifest.json").read_text())["format_version"] == 2
+
+
+def test_files_no_shard_wrote_are_removed_on_resume(reference, tiny_bundle, tmp_path, capsys):
+    """`cat part-*` must be the job's result: a shard past the end of the input, a shard file of
+    another format and a rejects part of a shard without rejects are removed (and named)."""
+    outdir, rejects = copy_job(reference, tmp_path)
+    manifest = json.loads((outdir / "manifest.json").read_text())
+    manifest["rejected"]["1"] = 0  # shard 1 as if it had no rejects: its part is not the job's
+    manifest["files"].pop("rejects-00001.jsonl")
+    (outdir / "manifest.json").write_text(json.dumps(manifest))
+    for name in ("part-00005.txt", "part-00002.jsonl", "rejects-00009.jsonl"):
+        (outdir / name).write_text("0-0\n")
+    (outdir / "part-notes.md").write_text("mine")  # not a name the job writes: left alone
+    align_corpus(tiny_bundle, reference["corpus"], outdir, src_lang="eng_Latn", tgt_lang="ces_Latn",
+                 output_format="id", shard_pairs=40, rejects=rejects, resume=True)
+    err = capsys.readouterr().err
+    for name in ("part-00005.txt", "part-00002.jsonl", "rejects-00009.jsonl", "rejects-00001.jsonl"):
+        assert f"{outdir / name} was not written by this job; removed" in err and not (outdir / name).exists()
+    assert (outdir / "part-notes.md").read_text() == "mine"
+    expected = job_files(reference["full"])
+    expected.pop("rejects-00001.jsonl")
+    assert job_files(outdir) == dict(expected, **{"part-notes.md": b"mine"})

@@ -23,13 +23,15 @@ write the same shards through the same ``shards.write_shard``.
 from __future__ import annotations
 
 import itertools
+import re
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from transalign.corpus.formats import INPUT_FORMATS, count_rows, detect_format, iter_pairs
-from transalign.corpus.manifest import JobManifest, damaged_shards, describe_job, forget_shard, prepare_outdir
+from transalign.corpus.manifest import JobManifest, damaged_shards, describe_job, forget_shard, prepare_outdir, \
+    remove
 from transalign.corpus.shards import AlignSettings, RowPolicy, align_rows, chunks, rejects_part_name, record_shard, \
     resume_point, shard_files, shard_log, write_shard
 from transalign.corpus.writers import OUTPUT_FORMATS
@@ -37,6 +39,7 @@ from transalign.formats.alignments import FormatError
 from transalign.outputs import open_output
 
 DEFAULT_SHARD_PAIRS = 100_000
+_SHARD_NAME = re.compile(r"(?:part|rejects)-(?P<k>\d{5,})\.(?:txt|jsonl|parquet)")
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ def align_corpus(bundle: str | Path, input: str | Path, outdir: str | Path, *, i
                                             progress=progress)
     else:
         written, skipped, rows = _run_in_process(job, input_path, outdir, settings, load, bundle, log, progress)
+    _remove_strays(job, outdir, warn)  # now that the number of shards is known
     rejected = sum(job.rejected.values())
     job.pairs = rows - rejected
     if rejects_path is not None:
@@ -174,14 +178,38 @@ def job_settings(bundle: Path, input_path: Path, input_format: str, output_forma
 
 
 def _repair(job: JobManifest, outdir: Path, warn) -> tuple[int, ...]:
-    """Forget every complete shard whose files differ from what was committed (see manifest)."""
+    """Forget every complete shard whose files differ from what was committed (see manifest),
+    and remove files at the job's names that no shard of it wrote (``cat part-*`` must be the
+    job's result and nothing else)."""
     damaged = damaged_shards(job, outdir, lambda k: shard_files(job, k))
     for k, problem in sorted(damaged.items()):
         warn(f"{outdir / problem}; aligning shard {k} again")
         forget_shard(job, outdir, k, lambda k: shard_files(job, k))
+    _remove_strays(job, outdir, warn)
     if damaged:
         job.save(outdir)
     return tuple(sorted(damaged))
+
+
+def _remove_strays(job: JobManifest, outdir: Path, warn) -> None:
+    for path in _strays(job, outdir):
+        warn(f"{path} was not written by this job; removed")
+        remove(path)
+
+
+def _strays(job: JobManifest, outdir: Path) -> list[Path]:
+    """Shard-like names in OUTDIR that are not a file of a complete shard: a rejects part of a
+    shard without rejects, another extension, a shard past the end of the input. (A pending
+    shard's leftovers are replaced when it is written.)"""
+    done, strays = set(job.completed), []
+    for path in sorted(outdir.glob("part-*")) + sorted(outdir.glob("rejects-*")):
+        match = _SHARD_NAME.fullmatch(path.name)
+        if match is None:
+            continue  # not a name this job writes
+        k = int(match["k"])
+        if (job.shards is not None and k >= job.shards) or (k in done and path.name not in shard_files(job, k)):
+            strays.append(path)
+    return strays
 
 
 def write_rejects_file(job: JobManifest, outdir: Path, path: Path) -> None:

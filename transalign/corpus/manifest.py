@@ -229,12 +229,16 @@ def forget_shard(job: JobManifest, outdir: Path, k: int, names) -> None:
     job.complete = False
     for name in files:
         job.files.pop(name, None)
-        path = outdir / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+        remove(outdir / name)
+
+
+def remove(path: Path) -> None:
+    """Remove a file, link or directory at one of the job's own names in OUTDIR, if any."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
