@@ -113,8 +113,12 @@ def run(args) -> int:
 
 
 def _check_bundle(config) -> None:
-    """Refuse a missing bundle or precision before listening, not after a 503 from the worker."""
+    """Refuse a missing bundle, precision or provider before listening, not after a 503 from the
+    worker (the session itself is still checked when the worker loads it)."""
     from transalign.engine.bundle import read_manifest
+    from transalign.engine.session import resolve_provider
+
+    resolve_provider(config.provider)  # --provider cuda without CUDA: an OptionError naming the flag
 
     manifest = read_manifest(config.bundle, verify_hashes=False, precision=config.precision)
     if config.precision not in manifest.precisions:
