@@ -29,7 +29,8 @@ def register(sub) -> None:
     p.add_argument("--output-format", choices=OUTPUT_FORMATS, default="pharaoh",
                    help="pharaoh: `i-j ...`, line k for input row k (a rejected row: an empty line); id: "
                         "`ID<TAB>i-j ...` (the input's id, else the pair's 0-based row position in the input); "
-                        "jsonl: {\"id\", \"links\"}; parquet: columns id, links, skipped (default: pharaoh)")
+                        "jsonl: align's record {\"id\", \"links\", \"scores\"?, \"skipped\"?}; parquet: columns id, "
+                        "links, skipped (default: pharaoh)")
     add_extraction_flags(p)
     p.add_argument("--scores", action="store_true",
                    help="write each link's score, as `align` does: `i-j:0.873` in pharaoh and id (align's "
@@ -37,7 +38,8 @@ def register(sub) -> None:
     p.add_argument("--shard-pairs", type=int, default=DEFAULT_SHARD_PAIRS,
                    help=f"pairs per shard (default {DEFAULT_SHARD_PAIRS:,})")
     p.add_argument("--resume", action="store_true",
-                   help="continue the interrupted job in OUTDIR (same input, bundle and options)")
+                   help="continue the job in OUTDIR (same input, bundle and options); shards whose files changed "
+                        "since they were written are aligned again, with a warning naming them")
     p.add_argument("--ray", nargs="?", const=True, default=False, metavar="ADDRESS",
                    help="run on Ray Data actors: the cluster at ADDRESS, or a local one (needs the `ray` extra)")
     p.add_argument("--workers", type=int, default=1, help="Ray actors, one Aligner each (default 1)")
