@@ -132,11 +132,16 @@ def _check_arguments(input_path: Path, input_format, output_format, shard_pairs,
         raise ValueError(f"input format {fmt!r} is not one of {', '.join(INPUT_FORMATS)}")
     if output_format not in OUTPUT_FORMATS:
         raise ValueError(f"output format {output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
-    if shard_pairs < 1 or workers < 1 or gpus_per_worker < 0:
-        raise ValueError(f"shard_pairs ({shard_pairs}) and workers ({workers}) must be >= 1 and "
-                         f"gpus_per_worker ({gpus_per_worker}) >= 0")
+    from transalign.engine.options import OptionError
+
+    for option, value in (("shard_pairs", shard_pairs), ("workers", workers)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise OptionError(option, value, "must be an integer >= 1")
+    if isinstance(gpus_per_worker, bool) or not isinstance(gpus_per_worker, (int, float)) or not gpus_per_worker >= 0:
+        raise OptionError("gpus_per_worker", gpus_per_worker, "must be a number >= 0")
     if ray is False and (workers != 1 or gpus_per_worker):
-        raise ValueError("workers and gpus_per_worker are Ray actor settings: add ray=True (CLI --ray) or drop them")
+        option, value = ("workers", workers) if workers != 1 else ("gpus_per_worker", gpus_per_worker)
+        raise OptionError(option, value, "is a Ray actor setting: add --ray (Python: ray=True) or leave it out")
     return fmt
 
 
