@@ -55,9 +55,10 @@ class Public:
     """Server paths out of what clients read: the bundle's path becomes its name."""
 
     def __init__(self, bundle: Path):
-        self.name = bundle.name or str(bundle)
-        paths = {str(bundle), str(bundle.absolute()), os.path.realpath(bundle)}
-        self.paths = sorted((p for p in paths if p not in ("", ".")), key=len, reverse=True)
+        real = os.path.realpath(bundle)
+        self.name = Path(real).name or "bundle"
+        paths = {str(bundle.absolute()), real} | ({str(bundle)} if os.sep in str(bundle) else set())
+        self.paths = sorted(paths, key=len, reverse=True)  # longest first: a path, not its prefix
 
     def __call__(self, text: str) -> str:
         for path in self.paths:
