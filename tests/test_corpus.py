@@ -532,6 +532,18 @@ def test_ray_extraction_scores_positions_and_repair_equal_in_process(ray_cluster
     assert job_files(tmp_path / "ray") == job_files(tmp_path / "local")
 
 
+def test_ray_without_rejects_stops_at_the_bad_row(ray_cluster, tmp_path, tiny_bundle):
+    """A too-long pair found by an actor stops a Ray job as in process: FILE:LINE, the shards
+    before it kept, nothing of its shard or after."""
+    src, tgt = sentences(50, 91), sentences(50, 92)
+    src[33] = ["word"] * 400
+    corpus = write_fast_align(tmp_path / "c.txt", src, tgt)
+    with pytest.raises(FormatError, match=f"^{corpus}:34: .*--skip-long.*--rejects FILE"):
+        align_corpus(tiny_bundle, corpus, tmp_path / "ray", src_lang="eng_Latn", tgt_lang="ces_Latn", shard_pairs=10,
+                     ray=True, workers=1, threads=1)
+    assert [p.name for p in shard_files(tmp_path / "ray")] == [f"part-{k:05d}.txt" for k in range(3)]
+
+
 @contextlib.contextmanager
 def time_limit(seconds: float):
     """Raise TimeoutError in this (the main) thread after ``seconds``: a hung job fails the test."""
