@@ -103,4 +103,6 @@ class RequestPreparer:
                                            languages.src, languages.tgt)
         except TooLongError as exc:
             raise ApiError(400, "too_long", f"pair {exc.pair}: {exc.describe()}; split it", pair=exc.pair) from None
+        except ValueError as exc:  # any other input the engine refuses: its message is for users
+            raise ApiError(400, "invalid_request", self.public(str(exc))) from None
         return Prepared(encoded, extraction, languages.ignored)
