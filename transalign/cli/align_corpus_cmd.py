@@ -75,6 +75,11 @@ def run(args) -> int:
         bars.append(Progress(total, "transalign align-corpus: pairs", show))
         return bars[-1]
 
+    def log(message: str) -> None:
+        if bars and bars[-1].last > bars[-1].start:  # a progress line was drawn
+            sys.stderr.write("\n")  # end the progress line; it is drawn again below this one
+        stderr_log(message)
+
     try:
         summary = align_corpus(
             args.bundle, args.input, args.outdir, input_format=args.input_format, src_lang=args.src_lang,
@@ -83,7 +88,7 @@ def run(args) -> int:
             precision=load.precision, provider=load.provider, threshold=args.threshold, method=args.method,
             word_level=args.word_level, scores=args.scores, batch_tokens=load.batch_tokens,
             skip_long=args.skip_long, rejects=args.rejects, threads=load.threads,
-            log=None if args.quiet else stderr_log, warn=stderr_warn, progress=progress if show else None)
+            log=None if args.quiet else log, warn=stderr_warn, progress=progress if show else None)
     except ImportError as exc:  # the `ray` extra (Ray Data, pyarrow) is not installed
         raise UserError(str(exc)) from None
     finally:
