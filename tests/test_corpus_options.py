@@ -204,3 +204,14 @@ def test_corpus_modules_import_one_way():
     for name in graph:
         visit(name)
     assert graph["ray_job"] and "job" not in graph["ray_job"] and "ray_job" in graph["job"]
+
+
+def test_parquet_scores_are_the_aligners(tiny_bundle, pairs, tmp_path, aligner):
+    pytest.importorskip("pyarrow")
+    align_corpus(tiny_bundle, pairs["corpus"], tmp_path / "pq", src_lang="eng_Latn", tgt_lang="ces_Latn",
+                 output_format="parquet", shard_pairs=25, method="argmax", scores=True)
+    records = [r for p in shard_files(tmp_path / "pq") for r in read_shard(p, "parquet")]
+    expected = aligner.align(pairs["src"], pairs["tgt"], "eng_Latn", "ces_Latn", method="argmax", with_scores=True)
+    assert [r.id for r in records] == [str(k) for k in range(60)]
+    assert [(list(r.links), list(r.scores)) for r in records] == \
+        [(list(e.links), [float(v) for v in e.scores]) for e in expected]
