@@ -170,3 +170,24 @@ def test_the_demo_bundle(lib, tmp_path):
 
     c_bytes, py_bytes, _ = _both_clis_files(bundle, tmp_path, src, tgt, "int8")
     assert c_bytes.count(b"\n") == 200 and c_bytes == py_bytes
+
+
+@pytest.mark.slow
+def test_valgrind_memcheck_of_the_tool_on_an_xlmr_bundle(lib, xlmr_bundle, tmp_path):
+    """The Unigram path (tokenizer.json reading, Viterbi, added-token cuts) under memcheck."""
+    from test_tokenization import TRICKY_WORDS
+
+    if shutil.which("valgrind") is None:
+        pytest.fail("valgrind is missing: apt-get install valgrind (CI installs it, see .ci/run)")
+    words = [w for w in TRICKY_WORDS if "\x00" not in w and w.strip()][:60]
+    src = _write_lines(tmp_path / "s.txt", [words[k:k + 6] for k in range(0, 60, 6)])
+    tgt = _write_lines(tmp_path / "t.txt", [words[k:k + 4][::-1] for k in range(0, 60, 6)])
+    run = subprocess.run(["valgrind", "--tool=memcheck", "--leak-check=full", "--errors-for-leak-kinds=definite",
+                          "--show-leak-kinds=definite", "--error-exitcode=3",
+                          f"--suppressions={ROOT / 'c' / 'tests' / 'valgrind.supp'}",
+                          str(BUILD / "transalign-align"), str(xlmr_bundle), "--src", str(src), "--tgt", str(tgt),
+                          "--threads", "1", "--skip-long", "-o", str(tmp_path / "out.align")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-6000:]
+    assert "ERROR SUMMARY: 0 errors" in run.stderr and "definitely lost: 0 bytes" in run.stderr
+    assert (tmp_path / "out.align").read_text().count("\n") == 10

@@ -393,12 +393,16 @@ int ta_open(const char *bundle_dir, const ta_open_options *options, ta_aligner *
         const bool nllb = spec.kind == "sentencepiece-nllb" && al->manifest.architecture == "m2m100";
         const bool unigram = spec.kind == "hf-tokenizers" && !spec.sentencepiece_file.empty();
         if (!nllb && !unigram)
-            throw Error(TA_ERR_UNSUPPORTED, "bundle " + std::string(bundle_dir) + " is a " + al->manifest.architecture +
-                                            " bundle with a '" + spec.kind + "' tokenizer" +
-                                            (spec.kind == "hf-tokenizers" ? " and no sentencepiece model" : "") +
-                                            ": not supported by the C library (it supports NLLB / M2M100 bundles and "
-                                            "XLM-R-family bundles exported with a sentencepiece model); use the Python "
-                                            "engine");
+            throw Error(TA_ERR_UNSUPPORTED,
+                        "bundle " + std::string(bundle_dir) + " is a " + al->manifest.architecture + " bundle with a '" +
+                            spec.kind + "' tokenizer" +
+                            (spec.kind == "hf-tokenizers"
+                                 ? " and no sentencepiece model: the C library supports NLLB / M2M100 bundles and "
+                                   "XLM-R-family ones (a Unigram tokenizer.json); a bundle exported before the model "
+                                   "was written gets it with `python -m transalign.export.spm_model BUNDLE` "
+                                   "(WordPiece bundles, mBERT and LaBSE, need the Python engine)"
+                                 : ": not supported by the C library (it supports NLLB / M2M100 and XLM-R-family "
+                                   "bundles); use the Python engine"));
         // (provider auto: CUDA when this onnxruntime has it, as the Python engine's LoadOptions)
         const bool cuda = provider == "cuda" || (provider == "auto" && ta::cuda_available(defaults.ort_library));
         if (provider == "cuda" && !ta::cuda_available(defaults.ort_library))

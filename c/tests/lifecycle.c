@@ -63,6 +63,32 @@ int main(int argc, char **argv) {
         result = NULL;
         expect(ta_tokenize(aligner, &src[0], "bam_Latn", &tokens), TA_OK, "ta_tokenize");
         ta_tokens_free(tokens);
+        /* the sized-word forms, a word holding NUL, the status getters, the caller-memory line */
+        {
+            const char *nul_words[] = {"a\0b", "c"};
+            size_t nul_lengths[] = {3, 1};
+            ta_sized_sentence sized[2] = {{nul_words, nul_lengths, 2}, {tgt_words, NULL, 7}};
+            char line[256];
+            size_t needed = 0, value = 0;
+            int has = 0, skipped = -1;
+            double threshold = -1;
+            const char *provider = NULL;
+            expect(ta_align_sized(aligner, &sized[0], &sized[1], 1, "bam_Latn", "eng_Latn", NULL, &result), TA_OK,
+                   "ta_align_sized");
+            expect(ta_result_pharaoh_into(result, 0, line, sizeof line, &needed), TA_OK, "ta_result_pharaoh_into");
+            expect(ta_result_pharaoh_into(result, 0, line, 1, &needed), TA_ERR_ARGUMENT, "pharaoh_into too small");
+            expect(ta_result_get_skipped(result, 0, &skipped), TA_OK, "ta_result_get_skipped");
+            ta_result_free(result);
+            result = NULL;
+            expect(ta_tokenize_sized(aligner, &sized[0], "bam_Latn", &tokens), TA_OK, "ta_tokenize_sized");
+            ta_tokens_free(tokens);
+            expect(ta_aligner_get_language(aligner, "xx", &has), TA_OK, "ta_aligner_get_language");
+            expect(ta_aligner_get_default_threshold(aligner, &threshold), TA_OK, "get_default_threshold");
+            expect(ta_aligner_get_provider(aligner, &provider), TA_OK, "get_provider");
+            expect(ta_aligner_get_batch_tokens(aligner, &value), TA_OK, "get_batch_tokens");
+            expect(ta_aligner_get_max_sentence_chars(aligner, &value), TA_OK, "get_max_sentence_chars");
+            expect(ta_aligner_get_language(NULL, "xx", &has), TA_ERR_ARGUMENT, "get_language NULL");
+        }
         /* error paths with an open handle */
         expect(ta_align(aligner, src, tgt, 2, "bam_Latn", "eng_latn", NULL, &result), TA_ERR_LANGUAGE, "language");
         expect(ta_align(aligner, &bad, tgt, 1, "bam_Latn", "eng_Latn", NULL, &result), TA_ERR_UTF8, "utf-8");
