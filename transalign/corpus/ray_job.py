@@ -194,8 +194,9 @@ def run_on_ray(job, input_path: Path, outdir: Path, settings: AlignSettings, loa
     if not ray.is_initialized():
         ray.init(address=None if address is True else address, include_dashboard=False)
         started = True
-        if address is True:  # a local cluster of our own (if Ray started one): it must not outlive us
-            watcher = reaper.start(reaper.cluster_roots(ray))
+        roots = reaper.cluster_roots(ray) if address is True else []
+        if roots:  # a local cluster of our own: it must not outlive this process
+            watcher = reaper.start(roots)
     context = ray.data.DataContext.get_current()
     saved_order = context.execution_options.preserve_order
     context.execution_options.preserve_order = True  # shards come back in input order
