@@ -154,6 +154,26 @@ def test_work_of_disconnected_clients_never_reaches_the_encoder(tiny_bundle, dir
     assert samples[("transalign_requests_total", (("path", "/v1/align"), ("status", "499")))] == 10
 
 
+def test_a_body_whose_client_left_is_not_parsed_or_tokenized(direct):
+    """The preparation thread checks the disconnect before parsing and before tokenizing."""
+    from transalign.serve.prepare import ClientGone, RequestPreparer
+
+    preparer = RequestPreparer(direct, 8)
+    with pytest.raises(ClientGone):
+        preparer.prepare_body(b"not even JSON", gone=lambda: True)
+    answers = iter([False, True])  # gone after parsing: the pairs are never tokenized
+    tokenized = []
+    direct_prepare = direct.prepare
+    try:
+        direct.prepare = lambda *a, **k: tokenized.append(a) or direct_prepare(*a, **k)
+        with pytest.raises(ClientGone):
+            preparer.prepare_body(json.dumps(align_body([("a", "b")], **LANGS)).encode(), gone=lambda: next(answers))
+        assert preparer.prepare_body(json.dumps(align_body([("a", "b")], **LANGS)).encode()).pairs == 1
+    finally:
+        del direct.prepare
+    assert len(tokenized) == 1
+
+
 # -- 2. bounded connections, bodies, shutdown (24.2) ----------------------------------------------
 
 

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -169,7 +170,9 @@ def create_app(config: ServeConfig, *, load: Callable[[], object] | None = None,
             gone.cancel()
 
     async def _align(ticket, body: bytes, gone: asyncio.Future):
-        preparing = asyncio.get_running_loop().run_in_executor(pool, state.preparer.prepare_body, body)
+        left = threading.Event()  # what the preparation thread can see of ``gone``
+        gone.add_done_callback(lambda _: left.set())
+        preparing = asyncio.get_running_loop().run_in_executor(pool, state.preparer.prepare_body, body, left.is_set)
         if not await _first(preparing, gone):
             return _abandoned(metrics)  # the client left while its body was being prepared
         try:
@@ -232,8 +235,6 @@ def _abandoned(metrics: Metrics) -> Response:
 def _warm_threads(pool: ThreadPoolExecutor, warm_up: Callable[[], None]) -> None:
     """Run ``warm_up`` once in each preparation thread (a barrier keeps each task on its own
     thread), so no request pays for loading a thread's tokenizer."""
-    import threading
-
     barrier = threading.Barrier(PREPARE_THREADS, timeout=60)
 
     def task() -> None:

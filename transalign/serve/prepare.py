@@ -31,6 +31,10 @@ class ApiError(Exception):
         return {"error": {"code": self.code, "message": self.message, "pair": self.pair}}
 
 
+class ClientGone(Exception):
+    """The client disconnected while its request was being prepared: the rest is not done."""
+
+
 @dataclass(frozen=True, eq=False)
 class Prepared:
     """A checked request: its tokenized pairs (`engine.prepare.PreparedPairs`), the `Extraction`
@@ -71,11 +75,16 @@ class RequestPreparer:
         lang = any_language(self.manifest)
         self.aligner.prepare([["warm"]], [["up"]], lang, lang)
 
-    def prepare_body(self, body: bytes) -> Prepared:
-        """A raw /v1/align body parsed (`serve.body`), checked and tokenized."""
+    def prepare_body(self, body: bytes, gone=lambda: False) -> Prepared:
+        """A raw /v1/align body parsed (`serve.body`), checked and tokenized. ``gone()`` says the
+        client has disconnected: checked before parsing and before tokenizing, the costly steps."""
         from transalign.serve.body import parse_align_request
 
+        if gone():
+            raise ClientGone()
         request = parse_align_request(body, self.max_pairs)
+        if gone():
+            raise ClientGone()
         return self.prepare([(p.src, p.tgt) for p in request.pairs], request.src_lang, request.tgt_lang,
                             request.threshold, request.method, request.word_level, request.scores)
 
