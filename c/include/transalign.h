@@ -2,11 +2,14 @@
  * transalign.h -- libtransalign, the C interface of transalign.
  *
  * Aligns the words of sentence pairs with a transalign bundle (a directory written by
- * `transalign export`: manifest.json, ONNX encoder graphs, the NLLB sentencepiece model) and
- * gives the same word links as the Python engine (`transalign align`): NLLB tokenization of
- * pre-split words, the encoder through ONNX Runtime, S = X Y^T, row and column softmax, a
- * subword pair is linked when both exceed the threshold, a word pair when any of its subword
- * pairs is.
+ * `transalign export`: manifest.json, ONNX encoder graphs, the tokenizer files) and gives the
+ * same word links as the Python engine (`transalign align`): the bundle's tokenization of
+ * pre-split words (NLLB's sentencepiece BPE with language codes, or an XLM-R-family
+ * tokenizer.json with its Unigram model, e.g. multilingual-e5), the encoder through ONNX
+ * Runtime, S = X Y^T, row and column softmax, a subword pair is linked when both exceed the
+ * threshold, a word pair when any of its subword pairs is. Defaults (threshold, batch budget,
+ * provider, length limits) are the Python engine's: the bundle's manifest and
+ * transalign/engine/defaults.py.
  *
  * Conventions (as in sqlite3.h / zstd.h):
  *   - every function that can fail returns a ta_status (TA_OK == 0); on failure a message
@@ -155,7 +158,10 @@ TA_API void ta_align_options_init(ta_align_options *options);
 typedef struct ta_result ta_result;
 
 /* Align the pairs (src[k], tgt[k]), k < n_pairs, whose languages are `src_lang` and `tgt_lang`
- * (NLLB codes such as "eng_Latn"). `options` may be NULL. On success *out holds one entry per
+ * (NLLB codes such as "eng_Latn"; a bundle without language codes, the XLM-R family, ignores
+ * them and they may be NULL). `options` may be NULL. A sentence longer than the model's positions
+ * (tokens) or than 32 characters per position (checked before tokenizing) fails the call with
+ * TA_ERR_TOO_LONG naming the pair and side, or is skipped (skip_long). On success *out holds one entry per
  * pair, in input order (free it with ta_result_free); on failure *out is NULL. n_pairs may be
  * 0 (src and tgt may then be NULL). Thread-safe on one handle. */
 TA_API int ta_align(ta_aligner *aligner, const ta_sentence *src, const ta_sentence *tgt, size_t n_pairs,
