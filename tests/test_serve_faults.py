@@ -573,17 +573,20 @@ def test_the_bundles_default_extraction_is_the_services(tiny_bundle, direct, tmp
 
 
 @pytest.fixture(scope="module")
-def bert_bundle(tmp_path_factory) -> Path:
-    """A tiny BERT-family bundle: its tokenizer has no language codes."""
+def bert_bundle() -> Path:
+    """A tiny BERT-family bundle: its tokenizer has no language codes (cached like tiny_bundle)."""
+    from conftest import FIXTURE_CACHE, _export_sources
     from fixture_bert import bert_cache_key, build_tiny_bert
-    from fixture_models import cached_dir
+    from fixture_models import cache_key, cached_dir
 
-    from transalign.export.api import export_bundle
+    def build(out: Path) -> None:
+        from transalign.export.api import export_bundle  # imports torch: only when building
 
-    model = cached_dir(ROOT / ".cache" / "fixtures", f"tiny-bert-{bert_cache_key()}", build_tiny_bert)
-    out = tmp_path_factory.mktemp("bert") / "bert-bundle"
-    export_bundle(str(model), out, layer=2, precisions="fp32")
-    return out
+        model = cached_dir(FIXTURE_CACHE, f"tiny-bert-{bert_cache_key()}", build_tiny_bert)
+        export_bundle(str(model), out / "bert-bundle", layer=2, precisions="fp32")
+
+    key = cache_key(bert_cache_key(), _export_sources())
+    return cached_dir(FIXTURE_CACHE, f"tiny-bert-bundle-{key}", build) / "bert-bundle"
 
 
 def test_a_bundle_without_codes_ignores_them_and_says_so(bert_bundle):
