@@ -155,7 +155,7 @@ def create_app(config: ServeConfig, *, load: Callable[[], object] | None = None,
         return Response(metrics.render(), media_type=metrics.content_type)
 
     @app.get("/v1/info", response_model=Info, summary="the loaded model, what runs it, and the server's limits",
-             responses=_ERRORS)
+             responses={status: {"model": ErrorResponse} for status in (401, 503)})
     async def info():
         return AsciiJSONResponse(state.info)
 

@@ -25,8 +25,8 @@ class Pair(BaseModel):
 
 
 class AlignRequest(BaseModel):
-    """Every string is Unicode text: a lone surrogate escape (``"\\ud800"``), valid JSON but no
-    character, is refused with 422 invalid_request naming the pair and field, as are invalid UTF-8,
+    """Every string is Unicode text: a lone surrogate escape such as \\ud800 (valid JSON, but no
+    character) is refused with 422 invalid_request naming the pair and field, as are invalid UTF-8,
     NaN or Infinity, numbers longer than 40 characters and nesting deeper than the server's limit.
     Types are strict: no string for a number, no number or boolean for another type."""
 
