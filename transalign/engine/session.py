@@ -83,8 +83,34 @@ def check_fallback(session, provider: str, requested: str | None = None) -> str:
     return ran
 
 
+# How ONNX Runtime may hold activation memory on the CPU (benchmarks/int8_memory.py measures
+# them): "default" (its arena, growing by powers of two, and per-shape memory patterns),
+# "no-arena" (plain malloc/free per tensor), "no-pattern" (no pre-planned block per input shape),
+# "lean" (both off), "same-as-requested" (an arena that grows by what is asked, shared by the
+# process's sessions).
+MEMORY_MODES = ("default", "no-arena", "no-pattern", "lean", "same-as-requested")
+_ENV_ARENA = []  # the process-wide arena of "same-as-requested", registered once
+
+
+def _memory_options(options, memory: str) -> None:
+    import onnxruntime as ort
+
+    if memory not in MEMORY_MODES:
+        raise ValueError(f"memory mode {memory!r} is not one of {', '.join(MEMORY_MODES)}")
+    if memory in ("no-arena", "lean"):
+        options.enable_cpu_mem_arena = False
+    if memory in ("no-pattern", "lean"):
+        options.enable_mem_pattern = False
+    if memory == "same-as-requested":
+        if not _ENV_ARENA:
+            info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+            ort.create_and_register_allocator(info, ort.OrtArenaCfg({"arena_extend_strategy": 1}))
+            _ENV_ARENA.append(info)
+        options.add_session_config_entry("session.use_env_allocators", "1")
+
+
 def open_session(model: Path | str | bytes, provider: str = "cpu", threads: int | None = None, *,
-                 profile_prefix: str | None = None, requested: str | None = None):
+                 profile_prefix: str | None = None, requested: str | None = None, memory: str = "default"):
     """An InferenceSession on exactly one provider, checked after it is made (`check_fallback`).
 
     The one place sessions are made, so the engine, the export's validation and the benchmarks
@@ -93,7 +119,8 @@ def open_session(model: Path | str | bytes, provider: str = "cpu", threads: int 
     ``model``: a path, or a serialized ModelProto (benchmarks build one-node graphs in memory);
     ``provider``: "cpu" or "cuda" (see `resolve_provider`); ``requested``: what the user asked
     for ("auto" turns a CUDA fallback into a warning; the caller then reads `session_provider`);
-    ``profile_prefix`` turns on ONNX Runtime's profiler, writing ``<prefix>*.json``.
+    ``profile_prefix`` turns on ONNX Runtime's profiler, writing ``<prefix>*.json``; ``memory``:
+    one of MEMORY_MODES (CPU activation memory; see benchmarks/int8_memory.py).
     """
     import onnxruntime as ort
 
@@ -107,6 +134,7 @@ def open_session(model: Path | str | bytes, provider: str = "cpu", threads: int 
             raise ValueError(f"threads must be >= 1, got {threads}")
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    _memory_options(options, memory)
     if profile_prefix:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
