@@ -532,6 +532,13 @@ def test_a_directory_as_input_says_so(lib, tiny_bundle, tmp_path, pair_files):
     assert run.returncode == 1 and f"{tmp_path}: is a directory, expected a text file" in run.stderr, run.stderr
     run = _tool(tiny_bundle, tmp_path / "nothing.txt", pair_files[1])
     assert run.returncode == 1 and "nothing.txt: file not found" in run.stderr, run.stderr
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"ok\nab\xff c\n")
+    run = _tool(tiny_bundle, bad, pair_files[1])
+    assert run.returncode == 1 and f"{bad}, line 2: not valid UTF-8 (bad byte at 2" in run.stderr, run.stderr
+    with pytest.raises(Exception) as python:  # the Python reader's words, for the same file
+        list(read_sentences(bad, "lines"))
+    assert f"{bad}, line 2: not valid UTF-8 (bad byte at 2" in str(python.value)
 
 
 def test_a_line_with_nul_is_aligned_as_python_aligns_it(lib, tiny_bundle, tmp_path, python_tokenizer):
@@ -624,6 +631,27 @@ def test_too_many_characters_are_refused_before_tokenizing_as_in_python(fp32, ti
     fits = [["y", "é" * (limit - 1)]]  # exactly the limit: tokenized, then too many tokens
     status, message, _, _ = fp32.align([["a"]], fits)
     assert status == TA_ERR_TOO_LONG and "tokens" in message and "characters" not in message, message
+
+
+def test_too_many_words_are_refused_before_tokenizing_as_in_python(fp32, tiny_bundle):
+    """prepare.py's second bound: max_positions words holding a letter or digit (Unicode: "٣",
+    "Ⅻ" count, punctuation does not) -> Python's message, not a token count."""
+    from transalign.engine.prepare import TooLongError
+
+    limit = read_manifest(tiny_bundle, verify_hashes=False).max_positions
+    python = Aligner.load(tiny_bundle, provider="cpu")
+    numbers = ["٣", "Ⅻ", "x"] * limit
+    for words in (numbers[:limit], ["ab"] * (limit - 1) + ["½"]):
+        with pytest.raises(TooLongError) as expected:
+            python.align([["a"]], [words], "bam_Latn", "eng_Latn")
+        status, message, _, _ = fp32.align([["a"]], [words])
+        assert status == TA_ERR_TOO_LONG and not expected.value.exact
+        assert message.startswith(f"pair 0: {expected.value.describe()};"), (message, expected.value.describe())
+    fits = ["ab"] * (limit - 1) + ["."]  # "." is no letter or digit: tokenized, then too many tokens
+    status, message, _, _ = fp32.align([["a"]], [fits])
+    with pytest.raises(TooLongError) as expected:
+        python.align([["a"]], [fits], "bam_Latn", "eng_Latn")
+    assert expected.value.exact and message.startswith(f"pair 0: {expected.value.describe()};"), message
 
 
 # -- memory -----------------------------------------------------------------------------------------

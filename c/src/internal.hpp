@@ -102,6 +102,9 @@ private:
 
 // UTF-8 as Python accepts it (no surrogates, no overlongs, <= U+10FFFF)?
 bool valid_utf8(const char *s, size_t n);
+// Does valid UTF-8 hold a letter or a number (Python str.isalnum() of some character: alphabetic
+// or with a Unicode numeric type)? Such a word is at least one token.
+bool has_alnum(const char *s, size_t n);
 // Code points of valid UTF-8 (Python len()).
 size_t utf8_chars(const char *s, size_t n);
 

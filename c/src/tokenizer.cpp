@@ -32,6 +32,7 @@
 #include <nlohmann/json.hpp>
 #include <sentencepiece_processor.h>
 #include <unicode/ubrk.h>
+#include <unicode/uchar.h>
 #include <unicode/utext.h>
 
 #include "internal.hpp"
@@ -244,6 +245,15 @@ std::string base64_decode(const std::string &text) {
 }
 
 }  // namespace
+
+bool has_alnum(const char *s, size_t n) {
+    const std::string text(s, n);
+    for (size_t pos = 0; pos < text.size(); pos += utf8_len(static_cast<unsigned char>(text[pos]))) {
+        const UChar32 cp = static_cast<UChar32>(decode_at(text, pos));
+        if (u_isalpha(cp) || u_getIntPropertyValue(cp, UCHAR_NUMERIC_TYPE) != U_NT_NONE) return true;
+    }
+    return false;
+}
 
 size_t utf8_chars(const char *s, size_t n) {
     size_t count = 0;

@@ -1,5 +1,5 @@
 // The C API: argument checks, the per-thread message, and the Aligner's flow per chunk of pairs
-// (transalign/engine/aligner.py and prepare.py): the character bound (before tokenizing) ->
+// (transalign/engine/aligner.py and prepare.py): the character and word bounds (before tokenizing) ->
 // tokenize both sides -> the token bound -> every kept sequence through the encoder in the
 // least-cost batch plan of transalign/engine/batching.py -> the content rows of each side ->
 // extraction per pair. Defaults (budgets, batch overhead, characters per position) come from
@@ -162,13 +162,21 @@ void align_chunk(ta_aligner &al, const std::vector<Words> &src, const std::vecto
     // tokenized at all (it is certainly too long)
     const size_t limit = static_cast<size_t>(al.manifest.max_positions);
     std::vector<ta::Encoded> enc(2 * n);
-    std::vector<char> hopeless(2 * n, 0);
+    std::vector<char> hopeless(2 * n, 0);  // 1: too many characters, 2: too many words with a letter or digit
     for (size_t s = 0; s < 2 * n; ++s) {
         const bool source = s < n;
         const Words &words = source ? src[first + s] : tgt[first + s - n];
         if (words.chars > al.max_chars) {
             hopeless[s] = 1;
             continue;
+        }
+        if (words.words.size() >= limit) {  // prepare.py's second bound: each such word is a token
+            size_t sure = 0;
+            for (const ta::WordRef &word : words.words) sure += ta::has_alnum(word.data, word.size);
+            if (sure >= limit) {
+                hopeless[s] = 2;
+                continue;
+            }
         }
         enc[s] = al.tokenizer->encode(words.words.data(), words.words.size(), source ? call.src_lang : call.tgt_lang,
                                       scratch);
@@ -181,6 +189,11 @@ void align_chunk(ta_aligner &al, const std::vector<Words> &src, const std::vecto
         if (!call.skip_long) {
             const std::string side = source ? "source" : "target";
             const std::string hint = "; split it, or skip such pairs (skip_long)";
+            if (hopeless[s] == 2)
+                throw Error(TA_ERR_TOO_LONG, "pair " + std::to_string(pair) + ": the " + side + " sentence has more than " +
+                                             std::to_string(limit) + " tokens (" + std::to_string(limit) +
+                                             " or more words), more than the model's maximum of " +
+                                             std::to_string(limit) + hint);
             if (hopeless[s])
                 throw Error(TA_ERR_TOO_LONG, "pair " + std::to_string(pair) + ": the " + side + " sentence has " +
                                              std::to_string((source ? src[pair] : tgt[pair]).chars) +

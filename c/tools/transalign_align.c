@@ -97,13 +97,38 @@ static int split_line(line_t *line, size_t len) {
     return 0;
 }
 
-/* Python's transalign.formats.text messages: "PATH: file not found", "PATH: is a directory". */
+/* Offset of the first byte that makes s[0:n) invalid UTF-8 as Python decodes it (no surrogates,
+ * no overlongs, <= U+10FFFF), or -1 when it is valid. */
+static long bad_utf8_at(const unsigned char *p, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        unsigned char b = p[i];
+        size_t len, k;
+        unsigned long cp, min;
+        if (b < 0x80) { ++i; continue; }
+        if (b >= 0xc2 && b <= 0xdf) { len = 2; cp = b & 0x1f; min = 0x80; }
+        else if (b >= 0xe0 && b <= 0xef) { len = 3; cp = b & 0x0f; min = 0x800; }
+        else if (b >= 0xf0 && b <= 0xf4) { len = 4; cp = b & 0x07; min = 0x10000; }
+        else return (long)i;
+        if (i + len > n) return (long)i;
+        for (k = 1; k < len; ++k) {
+            if ((p[i + k] & 0xc0) != 0x80) return (long)i;
+            cp = cp << 6 | (p[i + k] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return (long)i;
+        i += len;
+    }
+    return -1;
+}
+
+/* Python's transalign.formats.text messages: "PATH: file not found", "PATH: is a directory",
+ * "PATH, line N: not valid UTF-8 (bad byte at X...)". */
 static int read_lines(const char *path, file_t *file) {
     FILE *in;
     struct stat st;
     char *buf = NULL;
     size_t cap = 0;
-    long got;
+    long got, bad;
     memset(file, 0, sizeof *file);
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
         fprintf(stderr, "transalign-align: %s: is a directory, expected a text file\n", path);
@@ -119,6 +144,14 @@ static int read_lines(const char *path, file_t *file) {
         line_t *line;
         if (len && buf[len - 1] == '\n') buf[--len] = 0;
         if (len && buf[len - 1] == '\r') buf[--len] = 0;
+        bad = bad_utf8_at((const unsigned char *)buf, len);
+        if (bad >= 0) {
+            fprintf(stderr, "transalign-align: %s, line %zu: not valid UTF-8 (bad byte at %ld); convert the file to "
+                            "UTF-8\n", path, file->n + 1, bad);
+            free(buf);
+            fclose(in);
+            return -1;
+        }
         if (file->n == 0 && len >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0) memmove(buf, buf + 3, (len -= 3) + 1);
         if (file->n == file->cap) {
             size_t grown_cap = file->cap ? 2 * file->cap : 1024;
