@@ -14,11 +14,17 @@ tokenizes and length-checks pairs once (`PreparedPairs`), `Aligner.align_prepare
 without tokenizing again; `align` is exactly the two in a row, chunk by chunk. Each call keeps
 its own `AlignStats` (`AlignResults.stats`) and takes its own ``progress`` callback, so
 concurrent callers never mix their counters.
+
+With ``LoadOptions.pipeline`` on (the default on CUDA), `align_iter` runs the same steps on the
+same chunks as a pipeline (`engine.pipeline`): a thread tokenizes and plans chunk k+1 while
+another, the encoder's one owner for the call, runs chunk k, and the caller's thread extracts
+chunk k-1. Results, statistics and errors are those of the serial path.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,9 +35,10 @@ import numpy as np
 
 from transalign.engine.bundle import MODEL_FILES, Manifest, read_manifest
 from transalign.engine.defaults import DEFAULT_BATCH_OVERHEAD_TOKENS
-from transalign.engine.encoder import Encoder, NonFiniteError, check_finite
+from transalign.engine.encoder import EncodePlan, Encoder, HiddenRows, NonFiniteError, check_finite
 from transalign.engine.options import (LENGTH_POLICIES, LoadOptions, OptionError, check_batch_tokens,
                                        check_length_policy, resolve_extraction, resolve_languages)
+from transalign.engine.pipeline import BufferPool, run_ahead
 from transalign.engine.prepare import PreparedPairs, Preparer, Sentence, TooLongError, words_of
 from transalign.engine.session import open_session, resolve_provider
 
@@ -39,6 +46,10 @@ __all__ = ["Aligner", "AlignResult", "AlignResults", "AlignStats", "NonFiniteErr
            "TooLongError", "LENGTH_POLICIES", "usable_threads"]
 
 DEFAULT_CHUNK_PAIRS = 4096
+# Pipelined align_iter: chunks in flight (submitted to the tokenizing thread, not yet taken by
+# the caller). Three keep chunk k+1 tokenizing and chunk k encoding while the caller extracts
+# k-1; two hidden-state buffers (k-1 being extracted, k being encoded) bound the memory.
+PIPELINE_DEPTH, PIPELINE_BUFFERS = 3, 2
 Progress = Callable[[int], None]  # called with the number of sentences (both sides) after each encoder batch
 
 
@@ -67,6 +78,27 @@ class _Call:
     batch_tokens: int
     on_too_long: str
     progress: Progress | None = None
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A chunk after the pipeline's first stage: tokenized, length-checked, batches planned."""
+
+    start: int
+    n: int
+    prepared: PreparedPairs
+    plan: EncodePlan
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """A chunk after the encoder stage (``rows`` None: abandoned because the caller left);
+    ``buffer``: the pool's buffer holding ``rows.hidden``, given back once extracted."""
+
+    chunk: _Prepared
+    rows: HiddenRows | None
+    buffer: np.ndarray
+    seconds: float
 
 
 @dataclass
@@ -121,8 +153,13 @@ class Aligner:
         self.options = options or LoadOptions(precision=precision, provider=provider)
         self.notices = notices
         self.preparer = Preparer(root, manifest, tokenizer)
+        # I/O binding on CUDA only: hidden states straight into a host buffer (engine.encoder)
         self.encoder = Encoder(session, manifest.hidden_size, manifest.tokenizer.pad_id,
-                               DEFAULT_BATCH_OVERHEAD_TOKENS[provider])
+                               DEFAULT_BATCH_OVERHEAD_TOKENS[provider], io_binding=provider == "cuda")
+        # whether align_iter pipelines (LoadOptions.pipeline; may be changed between calls)
+        self.pipelined = self.options.pipelined(provider)
+        self._spare_tokenizers: list = []  # for the pipeline's tokenizing threads, lent one per call
+        self._spare_lock = threading.Lock()
         # the statistics of the call started last (compatibility view; each call returns its own)
         self.stats = AlignStats()
 
@@ -229,24 +266,22 @@ class Aligner:
                    word_level: str | None = None, with_scores: bool = False, extraction=None,
                    progress: Progress | None = None, stats: AlignStats | None = None) -> Iterator[AlignResult]:
         """Streaming form of `align`: yields results in input order, chunk by chunk. ``stats``
-        (optional): an `AlignStats` this call fills, its own even when calls run concurrently."""
+        (optional): an `AlignStats` this call fills, its own even when calls run concurrently.
+
+        Pipelined (``Aligner.pipelined``), the input is read up to `PIPELINE_DEPTH` chunks ahead
+        of the results, ``progress`` is called from the encoder's thread, and the call's threads
+        end when the iterator is exhausted, raises or is closed (``break`` in a for loop closes it
+        once it is garbage; call ``close()`` to be sure)."""
         extraction = self._one_extraction(extraction, method, word_level, threshold, with_scores)
         call = self._call(src_lang, tgt_lang, (extraction,), batch_tokens, on_too_long, progress)
         stats = AlignStats() if stats is None else stats
         self.stats = stats
-        src_iter, tgt_iter = iter(src), iter(tgt)
-        start = 0
-        while True:
-            src_chunk = [words_of(s) for _, s in zip(range(chunk_pairs), src_iter)]
-            tgt_chunk = [words_of(s) for _, s in zip(range(len(src_chunk)), tgt_iter)]
-            if len(tgt_chunk) != len(src_chunk):
-                raise ValueError(f"source has more sentences than target (target ends at {start + len(tgt_chunk)})")
-            if not src_chunk:
-                if next(tgt_iter, None) is not None:
-                    raise ValueError(f"target has more sentences than source ({start})")
-                break
-            yield from self._align_chunk(src_chunk, tgt_chunk, call, start, stats)[0]
-            start += len(src_chunk)
+        chunks = _chunks(src, tgt, chunk_pairs)
+        if self.pipelined:
+            yield from self._pipelined(chunks, call, stats)
+        else:
+            for start, src_chunk, tgt_chunk in chunks:
+                yield from self._align_chunk(src_chunk, tgt_chunk, call, start, stats)[0]
         self._warn_skipped(stats)
 
     def prepare(self, src: Sequence[Sentence], tgt: Sequence[Sentence], src_lang: str | None = None,
@@ -313,13 +348,18 @@ class Aligner:
 
     def _align_encoded(self, encoded, keep: np.ndarray, n: int, call: _Call, start: int, stats: AlignStats):
         """Encoder and extraction over tokenized pairs (``keep``: the length policy's verdict)."""
-        from transalign.kernels import extract_with
-
         clock = time.perf_counter()
         rows = self.encoder.hidden_rows(encoded, keep, call.batch_tokens, call.progress)
+        return self._extract(rows, time.perf_counter() - clock, keep, n, call, start, stats)
+
+    def _extract(self, rows: HiddenRows, encode_seconds: float, keep: np.ndarray, n: int, call: _Call, start: int,
+                 stats: AlignStats):
+        """Links of each extraction from the encoder's rows; one list of results per extraction."""
+        from transalign.kernels import extract_with
+
         stats.real_tokens += rows.real_tokens
         stats.padded_tokens += rows.padded_tokens
-        stats.seconds["encode"] += time.perf_counter() - clock
+        stats.seconds["encode"] += encode_seconds
         check_finite(rows, n, start)
         clock = time.perf_counter()
         pairs = np.flatnonzero(keep[:n] & keep[n:])
@@ -338,3 +378,91 @@ class Aligner:
         stats.seconds["extract"] += time.perf_counter() - clock
         stats.pairs += n
         return every
+
+    # -- the pipelined form of align_iter (engine.pipeline) --------------------------------------
+
+    def _pipelined(self, chunks: Iterator, call: _Call, stats: AlignStats) -> Iterator[AlignResult]:
+        """`_align_chunk` of every chunk, with tokenizing (one thread), the encoder (another) and
+        extraction (this thread) overlapping; the same functions on the same chunks as the serial
+        path, so the same results, statistics and errors in the same order."""
+        cancelled = threading.Event()
+        pool = BufferPool(PIPELINE_BUFFERS)
+        tokenizing = _TokenizeStage(self, call)
+
+        def encode(chunk: _Prepared) -> _Encoded:
+            buffer = pool.take(chunk.plan.rows * self.encoder.hidden_size, cancelled)
+            clock = time.perf_counter()
+            rows = None if buffer is None else self.encoder.run(chunk.plan, call.progress, buffer, cancelled.is_set)
+            return _Encoded(chunk, rows, buffer, time.perf_counter() - clock)
+
+        items = run_ahead(chunks, (tokenizing, encode), PIPELINE_DEPTH, cancelled)
+        try:
+            for item in items:
+                chunk = item.chunk
+                try:
+                    stats.seconds["tokenize"] += chunk.prepared.seconds
+                    stats.skipped += chunk.prepared.skipped
+                    results = self._extract(item.rows, item.seconds, chunk.prepared.keep, chunk.n, call, chunk.start,
+                                            stats)[0]
+                finally:
+                    pool.give(item.buffer)
+                yield from results
+        finally:
+            items.close()  # joins the pipeline's threads (also when this generator is closed early)
+            tokenizing.release()
+
+    def _lend_tokenizer(self):
+        """A tokenizer no other thread uses, for a pipeline's tokenizing thread; kept for the
+        next call by `_return_tokenizer` (loading one takes a moment)."""
+        with self._spare_lock:
+            if self._spare_tokenizers:
+                return self._spare_tokenizers.pop()
+        from transalign.engine.tokenizers import load_tokenizer
+
+        return load_tokenizer(self.root, self.manifest.tokenizer)
+
+    def _return_tokenizer(self, tokenizer) -> None:
+        with self._spare_lock:
+            self._spare_tokenizers.append(tokenizer)
+
+
+class _TokenizeStage:
+    """The pipeline's first stage: `Preparer.prepare` (tokenize, length policy) and
+    `Encoder.plan` of a chunk, on the stage's own thread with a tokenizer lent to it alone."""
+
+    def __init__(self, aligner: Aligner, call: _Call):
+        self.aligner, self.call = aligner, call
+        self.preparer: Preparer | None = None
+
+    def __call__(self, chunk: tuple[int, list, list]) -> _Prepared:
+        start, src, tgt = chunk
+        aligner, call = self.aligner, self.call
+        if self.preparer is None:  # made on this thread, so the lent tokenizer serves this thread
+            self.preparer = Preparer(aligner.root, aligner.manifest, aligner._lend_tokenizer())
+        prepared = self.preparer.prepare(src, tgt, call.src_lang, call.tgt_lang, call.on_too_long, start)
+        return _Prepared(start, len(src), prepared, aligner.encoder.plan(list(prepared.encoded), prepared.keep,
+                                                                          call.batch_tokens))
+
+    def release(self) -> None:
+        if self.preparer is not None:
+            self.aligner._return_tokenizer(self.preparer.tokenizer)
+            self.preparer = None
+
+
+def _chunks(src: Iterable[Sentence], tgt: Iterable[Sentence], chunk_pairs: int) -> Iterator[tuple[int, list, list]]:
+    """(first pair's index, source words, target words) per chunk of ``chunk_pairs`` pairs; the
+    source chunk is read before the target chunk (readers that pair the two streams rely on it).
+    Sides of different lengths are an error, raised where the shorter one ends."""
+    src_iter, tgt_iter = iter(src), iter(tgt)
+    start = 0
+    while True:
+        src_chunk = [words_of(s) for _, s in zip(range(chunk_pairs), src_iter)]
+        tgt_chunk = [words_of(s) for _, s in zip(range(len(src_chunk)), tgt_iter)]
+        if len(tgt_chunk) != len(src_chunk):
+            raise ValueError(f"source has more sentences than target (target ends at {start + len(tgt_chunk)})")
+        if not src_chunk:
+            if next(tgt_iter, None) is not None:
+                raise ValueError(f"target has more sentences than source ({start})")
+            return
+        yield start, src_chunk, tgt_chunk
+        start += len(src_chunk)

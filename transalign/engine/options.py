@@ -28,6 +28,7 @@ from transalign.engine.defaults import DEFAULT_BATCH_TOKENS, MAX_BATCH_TOKENS
 PRECISIONS = ("fp32", "int8", "fp16")  # engine.bundle.PRECISIONS, restated without its import
 PROVIDER_CHOICES = ("auto", "cpu", "cuda")  # engine.session.PROVIDER_CHOICES
 LENGTH_POLICIES = ("error", "skip")
+PIPELINE_CHOICES = ("auto", "on", "off")  # LoadOptions.pipeline
 # A sentence may hold at most this many characters per model position. Natural text averages a
 # few characters per subword token, so a sentence refused by this bound would in practice not
 # have fitted the model's positions anyway; the bound exists so that a 10 MB line without spaces
@@ -181,13 +182,17 @@ class LoadOptions:
 
     ``batch_tokens``: padded tokens per encoder batch (None: the provider's default, see
     `budget`); results never depend on it. ``threads``: ONNX Runtime intra-op and kernel threads
-    (None: all cores; more than the cores are clamped at load, with a notice)."""
+    (None: all cores; more than the cores are clamped at load, with a notice). ``pipeline``:
+    overlap tokenizing and extracting with the encoder in `Aligner.align_iter` (engine.pipeline);
+    "auto" is on for CUDA and off for CPU, where the stages only compete for the same cores
+    (benchmarks/pipeline_cpu.py); results never depend on it."""
 
     precision: str = "fp32"
     provider: str = "auto"
     threads: int | None = None
     batch_tokens: int | None = None
     verify: bool = True
+    pipeline: str = "auto"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -202,10 +207,16 @@ class LoadOptions:
                        f"CPU, {DEFAULT_BATCH_TOKENS['cuda']} on CUDA)")
         if not isinstance(self.verify, bool):
             raise OptionError("verify", self.verify, "must be true or false")
+        if self.pipeline not in PIPELINE_CHOICES:
+            raise OptionError("pipeline", self.pipeline, f"not one of {', '.join(PIPELINE_CHOICES)}")
 
     def budget(self, provider: str) -> int:
         """The padded-token budget on the resolved ``provider`` ("cpu" or "cuda")."""
         return DEFAULT_BATCH_TOKENS[provider] if self.batch_tokens is None else int(self.batch_tokens)
+
+    def pipelined(self, provider: str) -> bool:
+        """Whether `Aligner.align_iter` pipelines on the resolved ``provider``."""
+        return self.pipeline == "on" or (self.pipeline == "auto" and provider == "cuda")
 
 
 def check_batch_tokens(value: object, option: str = "batch_tokens") -> int:
