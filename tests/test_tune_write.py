@@ -142,3 +142,11 @@ def test_export_refuses_a_threshold_for_another_method_before_any_work(tiny_nllb
     out = tmp_path / "b"
     assert main(["export", str(tiny_nllb), "-o", str(out), "--method", "argmax", "--threshold", "0.1"]) == 2
     assert "threshold applies to method softmax only" in capsys.readouterr().err and not out.exists()
+
+
+def test_tune_write_says_what_it_stored(bundle, gold_dir, capsys):
+    assert main(["tune", str(bundle), "--gold-dir", str(gold_dir), "--src-lang", LANGS[0], "--tgt-lang", LANGS[1],
+                 "--methods", "itermax", "--word-levels", "any", "--provider", "cpu", "--write"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("best: itermax/any (AER ") and f"stored as the default of {bundle}" in last
+    assert read_manifest(bundle).default_method == "itermax"
