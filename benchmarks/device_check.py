@@ -8,7 +8,7 @@ Writes one JSON document and prints its table:
 - providers: what this onnxruntime offers and what each measured session really ran on (read
   back from the session: a CUDA that fell back to the CPU is an error, engine/session.py);
 - agreement: links of fp32 and fp16 on the device against CPU fp32 on the tiny bundle (and an
-  e5 bundle with ``--e5-bundle``): identical pairs and link F1 (AER against gold where given);
+  e5 bundle with ``--e5-bundle``, on the csen gold pairs, with AER): identical pairs, link F1;
 - throughput: the full-size NLLB stand-in (random weights, the authors' adapter; bam-en pairs,
   repeated) for fp32 and fp16 across token budgets: pairs/s, real encoder tokens/s, GPU
   utilisation sampled with nvidia-smi where it is readable;
@@ -40,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BAM = ROOT / "data" / "reference" / "bam-sample"
 LORA = ROOT / "data" / "reference" / "transalign-lora-nllb-600m"
+CSEN = ROOT / "data" / "gold" / "csen"
 LANGS = ("bam_Latn", "eng_Latn")
 FORMAT_VERSION = 1
 
@@ -65,7 +66,7 @@ class Plan:
 
     @classmethod
     def dry(cls) -> "Plan":
-        plan = cls("cpu-dry-run", "cpu", ("fp32",), (256, 1024, 4096), 96, 96, 8, 48)
+        plan = cls("cpu-dry-run", "cpu", ("fp32",), (256, 1024, 4096), 96, 96, 8, 24)
         plan.skipped.append({"part": "fp16", "reason": "fp16 runs on the CUDA provider only; the dry run uses "
                                                        "CPUExecutionProvider"})
         return plan
@@ -115,10 +116,13 @@ def agreement_part(plan: Plan, bundles: dict[str, Path], seen: list) -> list[dic
     """Per bundle and precision on the device: links against CPU fp32 on the same pairs."""
     from transalign.bench.stats import agreement
 
-    src, tgt = read_pairs(plan.agreement_pairs)
     rows = []
     for name, bundle in bundles.items():
-        langs = LANGS if _needs_languages(bundle) else (None, None)
+        nllb = _needs_languages(bundle)
+        # NLLB-style bundles align the bam-en sample; bundles without language codes (e5) the
+        # Czech-English gold set, which also gives AER
+        src, tgt, gold = read_pairs(plan.agreement_pairs) + (None,) if nllb else read_csen(plan.agreement_pairs)
+        langs = LANGS if nllb else (None, None)
         reference = _links(_load(bundle, "cpu", "fp32", seen, name), src, tgt, langs)
         for precision in plan.precisions:
             links = _links(_load(bundle, plan.provider, precision, seen, name), src, tgt, langs)
@@ -127,8 +131,26 @@ def agreement_part(plan: Plan, bundles: dict[str, Path], seen: list) -> list[dic
                          "reference": "cpu fp32", "links": sum(map(len, links)),
                          "reference_links": sum(map(len, reference)), "identical_pairs": scores["identical_pairs"],
                          "link_precision": scores["precision"], "link_recall": scores["recall"],
-                         "link_f1": scores["f1"]})
+                         "link_f1": scores["f1"], "aer": _aer(links, gold), "reference_aer": _aer(reference, gold)})
     return rows
+
+
+def read_csen(n: int):
+    """The first ``n`` Czech-English gold pairs (words) and their gold alignment lines."""
+    from transalign.formats.alignments import read_alignments
+    from transalign.formats.text import read_sentences
+
+    src = read_sentences(CSEN / "src.txt", "lines")[:n]
+    tgt = read_sentences(CSEN / "tgt.txt", "lines")[:n]
+    return src, tgt, read_alignments(CSEN / "gold.txt", allow_possible=True)[:n]
+
+
+def _aer(links, gold) -> float | None:
+    if gold is None:
+        return None
+    from transalign.evaluation import evaluate_alignments
+
+    return evaluate_alignments(gold, links).corpus.aer
 
 
 def _needs_languages(bundle: Path) -> bool:
@@ -246,7 +268,18 @@ def baseline_part(plan: Plan, model_dir: Path, lora_dir: Path, layer: int) -> di
         aligner.torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     return {"procedure": "authors (benchmarks/reference_baseline.py)", "device": device, "pairs": len(src),
-            "seconds": seconds, "pairs_per_s": len(src) / seconds, "breakdown_s": dict(clock.seconds)}
+            "seconds": seconds, "pairs_per_s": len(src) / seconds, "breakdown_s": dict(clock.seconds),
+            "links": out.getvalue()}
+
+
+def baseline_agreement(plan: Plan, standin: Path, links_text: str, seen: list) -> dict:
+    """The authors' links against the engine's fp32 links on the same pairs and provider."""
+    from transalign.bench.stats import agreement, parse_links
+
+    src, tgt = read_pairs(plan.baseline_pairs)
+    engine = _links(_load(standin, plan.provider, "fp32", seen, "stand-in"), src, tgt, LANGS)
+    scores = agreement(engine, parse_links(links_text))
+    return {"engine": f"{plan.provider} fp32", "identical_pairs": scores["identical_pairs"], "link_f1": scores["f1"]}
 
 
 # -- bundles -------------------------------------------------------------------------------------
@@ -264,10 +297,30 @@ def device_bundles(work: Path) -> tuple[Path, Path, Path]:
     return bundle, model, LORA
 
 
+def bare_encoder(model_dir: Path, out: Path) -> Path:
+    """``model_dir``'s encoder alone, as the stand-in checkpoint is (config architectures
+    M2M100Encoder, encoder keys at the top, the tokenizer files beside), for the authors'
+    procedure as benchmarks/reference_baseline.py loads it (M2M100Encoder.from_pretrained)."""
+    if (out / ".complete").exists():
+        return out
+    from transformers import AutoModelForSeq2SeqLM
+
+    encoder = AutoModelForSeq2SeqLM.from_pretrained(model_dir).get_encoder()
+    encoder.config.architectures = ["M2M100Encoder"]
+    out.mkdir(parents=True, exist_ok=True)
+    encoder.save_pretrained(out)
+    for item in model_dir.iterdir():
+        if item.is_file() and item.name not in ("config.json", "model.safetensors", "generation_config.json"):
+            shutil.copy(item, out / item.name)
+    (out / ".complete").write_text("ok\n")
+    return out
+
+
 def tiny_inputs(args, work: Path) -> tuple[Path, Path, Path]:
-    """(tiny bundle, checkpoint, adapter): given, or built with the test suite's fixture builders."""
+    """(tiny bundle, bare-encoder checkpoint, adapter): given, or built with the test suite's
+    fixture builders."""
     if args.tiny_bundle and args.tiny_model and args.tiny_lora:
-        return Path(args.tiny_bundle), Path(args.tiny_model), Path(args.tiny_lora)
+        return Path(args.tiny_bundle), bare_encoder(Path(args.tiny_model), work / "tiny-encoder"), Path(args.tiny_lora)
     sys.path.insert(0, str(ROOT / "tests"))
     from fixture_models import build_tiny_lora, build_tiny_nllb
 
@@ -282,7 +335,7 @@ def tiny_inputs(args, work: Path) -> tuple[Path, Path, Path]:
         build_tiny_lora(model, lora)
     if not (bundle / "manifest.json").is_file():
         export_bundle(str(model), bundle, lora=str(lora), layer=3, precisions="fp32,fp16", force=True)
-    return bundle, model, lora
+    return bundle, bare_encoder(model, work / "tiny-encoder"), lora
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -319,6 +372,7 @@ def run(plan: Plan, args) -> dict:
     start = time.perf_counter()
     try:
         doc["baseline"] = baseline_part(plan, model, lora, read_manifest(standin, verify_hashes=False).layer)
+        doc["baseline"]["agreement_with_engine"] = baseline_agreement(plan, standin, doc["baseline"].pop("links"), seen)
     except ImportError as exc:  # torch, transformers or peft missing on this machine
         doc["baseline"] = None
         plan.skipped.append({"part": "baseline", "reason": f"the authors' procedure needs torch, transformers and "
@@ -349,10 +403,12 @@ def render(doc: dict) -> str:
              f"GPU {', '.join(p['gpus']) or 'none'}; load {'/'.join(f'{x:.2f}' for x in doc['load_average_start'])}",
              "", "| sessions: bundle | precision | asked | ran |", "|---|---|---|---|"]
     lines += [f"| {s['bundle']} | {s['precision']} | {s['asked']} | {s['ran']} |" for s in p["sessions"]]
-    lines += ["", "| agreement: bundle | provider precision | vs | pairs | identical pairs | link F1 |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "| agreement: bundle | provider precision | vs | pairs | identical pairs | link F1 | AER (vs fp32's) |",
+              "|---|---|---|---|---|---|---|"]
     lines += [f"| {a['bundle']} | {a['provider']} {a['precision']} | {a['reference']} | {a['pairs']} | "
-              f"{a['identical_pairs']:.2%} | {a['link_f1']:.4f} |" for a in doc["agreement"]]
+              f"{a['identical_pairs']:.2%} | {a['link_f1']:.4f} | "
+              + (f"{a['aer']:.4f} ({a['reference_aer']:.4f})" if a["aer"] is not None else "-") + " |"
+              for a in doc["agreement"]]
     lines += ["", "| throughput: precision | batch tokens | pairs/s | real tokens/s | padding | GPU % |",
               "|---|---|---|---|---|---|"]
     for r in doc["throughput"]:
@@ -365,7 +421,9 @@ def render(doc: dict) -> str:
     if b:
         lines += ["", f"authors' procedure on {b['device']}: {b['pairs_per_s']:,.1f} pairs/s over {b['pairs']} pairs; "
                       f"engine best ({s['best']['precision']}, {s['best']['batch_tokens']} tokens) "
-                      f"{s['best']['pairs_per_s']:,.1f} pairs/s = {s['over_baseline']:.1f}x"]
+                      f"{s['best']['pairs_per_s']:,.1f} pairs/s = {s['over_baseline']:.1f}x; its links vs engine "
+                      f"{b['agreement_with_engine']['engine']}: identical pairs "
+                      f"{b['agreement_with_engine']['identical_pairs']:.2%}, F1 {b['agreement_with_engine']['link_f1']:.4f}"]
     lines += [f"skipped: {x['part']}: {x['reason']}" for x in doc["skipped"]]
     lines.append(f"total {doc['seconds']['total']:.0f} s")
     return "\n".join(lines) + "\n"

@@ -48,6 +48,15 @@ def test_cpu_fp32_agrees_with_itself_exactly(dry_run):
     (row,) = doc["agreement"]
     assert (row["bundle"], row["provider"], row["precision"], row["reference"]) == ("tiny", "cpu", "fp32", "cpu fp32")
     assert row["identical_pairs"] == 1.0 and row["link_f1"] == 1.0 and row["links"] == row["reference_links"] > 0
+    assert row["aer"] is None  # no gold for bam-en
+
+
+def test_the_authors_procedure_gives_the_engines_fp32_links(dry_run):
+    """The baseline is the method itself (reference_baseline.py, PyTorch): on CPU its links are
+    the engine's, pair for pair, so the speed ratio compares the same work."""
+    doc, _ = dry_run
+    same = doc["baseline"]["agreement_with_engine"]
+    assert same["engine"] == "cpu fp32" and same["identical_pairs"] == 1.0 and same["link_f1"] == 1.0
 
 
 def test_fp16_is_skipped_with_its_reason(dry_run):
