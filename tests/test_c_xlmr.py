@@ -64,6 +64,25 @@ def py_xlmr(xlmr_bundle):
     return load_tokenizer(xlmr_bundle, read_manifest(xlmr_bundle).tokenizer)
 
 
+def demo_bundle_copy(tmp_path: Path) -> Path | None:
+    """The demo bundle as hard links in tmp_path/e5 (the GB of weights not copied), with the
+    sentencepiece model added when it was exported before export wrote one; None without one."""
+    if not (DEMO_BUNDLE / "manifest.json").is_file():
+        return None
+    bundle = tmp_path / "e5"
+    bundle.mkdir()
+    for item in DEMO_BUNDLE.iterdir():
+        if item.is_file() and item.name != "manifest.json":
+            try:
+                os.link(item, bundle / item.name)
+            except OSError:
+                shutil.copyfile(item, bundle / item.name)
+    shutil.copyfile(DEMO_BUNDLE / "manifest.json", bundle / "manifest.json")
+    if not read_manifest(bundle, verify_hashes=False).tokenizer.sentencepiece_file:
+        assert add_to_bundle(bundle)
+    return bundle
+
+
 def _mismatches(c_aligner, python, sentences) -> list[str]:
     bad = []
     for words, (ids, wids) in zip(sentences, python.encode_batch(sentences)):
@@ -140,20 +159,9 @@ def test_the_demo_bundle(lib, tmp_path):
     """The real multilingual-e5-small bundle that `make demo` builds (250,002 pieces, the real
     charsmap): a bundle exported before spm_model.py gets the model added by
     `python -m transalign.export.spm_model`; tokens equal Python's on the corpus and links on csen."""
-    if not (DEMO_BUNDLE / "manifest.json").is_file():
+    bundle = demo_bundle_copy(tmp_path)
+    if bundle is None:
         pytest.skip(f"no demo bundle at {DEMO_BUNDLE} (`make demo` builds it); the tiny XLM-R tests above still ran")
-    bundle = tmp_path / "e5"
-    bundle.mkdir()
-    for item in DEMO_BUNDLE.iterdir():
-        if item.is_file():
-            try:
-                os.link(item, bundle / item.name)  # the GB of weights are not copied
-            except OSError:
-                shutil.copyfile(item, bundle / item.name)
-    (bundle / "manifest.json").unlink()
-    shutil.copyfile(DEMO_BUNDLE / "manifest.json", bundle / "manifest.json")
-    if not read_manifest(bundle, verify_hashes=False).tokenizer.sentencepiece_file:
-        assert add_to_bundle(bundle)
     aligner = CAligner(lib, bundle, precision="int8")
     assert aligner.status == TA_OK, aligner.message
     python = load_tokenizer(bundle, read_manifest(bundle).tokenizer)

@@ -410,8 +410,8 @@ int ta_open(const char *bundle_dir, const ta_open_options *options, ta_aligner *
                         "bundle " + std::string(bundle_dir) + " is a " + al->manifest.architecture + " bundle with a '" +
                             spec.kind + "' tokenizer" +
                             (spec.kind == "hf-tokenizers"
-                                 ? " and no sentencepiece model: the C library supports NLLB / M2M100 bundles and "
-                                   "XLM-R-family ones (a Unigram tokenizer.json); a bundle exported before the model "
+                                 ? " and no sentencepiece model: not supported by the C library, which supports NLLB "
+                                   "/ M2M100 bundles and XLM-R-family ones (a Unigram tokenizer.json); one exported before the model "
                                    "was written gets it with `python -m transalign.export.spm_model BUNDLE` "
                                    "(WordPiece bundles, mBERT and LaBSE, need the Python engine)"
                                  : ": not supported by the C library (it supports NLLB / M2M100 and XLM-R-family "
