@@ -2,7 +2,8 @@
 
 The int8 export divides each quantized activation X by per-channel factors s (export/quantize.py).
 Where X is a LayerNorm's output (q/k/v, fc1) the division folds into gamma and beta; where it is
-ReLU(fc1) (fc2's input) into fc1's output columns and bias (s > 0 commutes with ReLU). In exact
+ReLU(fc1) (fc2's input) into fc1's output columns and bias (s > 0 commutes with ReLU); where it
+is the attention context (out_proj's input) into the value projection's columns. In exact
 arithmetic nothing changes, so the tests compare folded and unfolded graphs built from the same
 calibration: the smoothed float32 graphs within the export's own float32 tolerance, and the int8
 graphs at the quantized activations themselves (a uint8 may move by one step only where the
@@ -74,11 +75,12 @@ def _smooth_muls(path) -> int:
                for n in onnx.load(str(path), load_external_data=False).graph.node)
 
 
-def test_folding_removes_three_of_the_four_muls_per_block(built):
+def test_folding_removes_the_four_muls_of_every_block(built):
+    """q/k/v and fc1 into the LayerNorms, fc2 into fc1, out_proj into the value projection."""
     _, _, out = built
     assert out[False][2]["smoothing_folded"] == {"folded": 0, "kept": 4 * TINY_LAYER}
-    assert out[True][2]["smoothing_folded"] == {"folded": 3 * TINY_LAYER, "kept": TINY_LAYER}  # out_proj's stays
-    for fold, expected in ((False, 4 * TINY_LAYER), (True, TINY_LAYER)):
+    assert out[True][2]["smoothing_folded"] == {"folded": 4 * TINY_LAYER, "kept": 0}
+    for fold, expected in ((False, 4 * TINY_LAYER), (True, 0)):
         assert _smooth_muls(out[fold][0]) == expected and _smooth_muls(out[fold][1]) == expected
 
 

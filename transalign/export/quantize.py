@@ -15,7 +15,9 @@ every quantized MatMul ``Y = X W`` gets constants instead:
    MatMuls and their weight rows are scaled by ``s`` (fp32, before quantization). Where X is
    made by a LayerNorm (q/k/v, fc1) or by ReLU(fc1) (fc2's input), ``1 / s`` is folded into the
    LayerNorm's gamma and beta or into fc1's output columns and bias (a positive per-channel
-   scale commutes with ReLU) and the ``Mul`` goes: the same function, one pass over X less.
+   scale commutes with ReLU); for out_proj's input, the attention context, into the value
+   projection's columns (the context is linear in V, channel by channel). The ``Mul`` goes: the
+   same function, one pass over X less.
 3. **Static scales.** ``quantize_dynamic`` makes the int8 graph (weights per output channel),
    then each ``DynamicQuantizeLinear`` becomes a ``QuantizeLinear`` with the calibrated scale and
    zero point of ``X / s`` (uint8, asymmetric: ``scale = (max - min) / 255`` over a range that
@@ -142,7 +144,9 @@ def _fold_targets(graph: _Graph, activation: str, mul) -> list[tuple]:
 
     - X = LayerNormalization(x, gamma, beta): gamma / s and beta / s.
     - X = Relu(Add(MatMul(h, W), b)): W's columns and b divided by s (s > 0 commutes with ReLU).
-    X must feed nothing else but the Mul (Shape nodes read only its shape).
+    - X = the attention context, heads merged: the value projection's columns and bias
+      (`_value_projection`).
+    X, and every tensor on the way, must feed nothing else (Shape nodes read only the shape).
     """
     node = graph.producer.get(activation)
     if node is None or not graph.only_read_by(activation, {id(mul)}):
@@ -152,10 +156,49 @@ def _fold_targets(graph: _Graph, activation: str, mul) -> list[tuple]:
         if gamma is None or beta is None:
             return []
         return [(node, 1, gamma, "divide"), (node, 2, beta, "divide")]
-    if node.op_type != "Relu":
+    if node.op_type == "Reshape":
+        add = _value_projection(graph, node)
+    elif node.op_type == "Relu":
+        add = graph.producer.get(node.input[0])
+        if add is not None and not graph.only_read_by(add.output[0], {id(node)}):
+            add = None
+    else:
         return []
-    add = graph.producer.get(node.input[0])
-    if add is None or add.op_type != "Add" or not graph.only_read_by(add.output[0], {id(node)}):
+    return _linear_columns(graph, add)
+
+
+def _single_path(graph: _Graph, node, op: str, perm=None):
+    """``node``'s producer of input 0 when it is ``op`` (with Transpose ``perm``) and ``node`` is
+    its only reader."""
+    parent = graph.producer.get(node.input[0])
+    if parent is None or parent.op_type != op or not graph.only_read_by(parent.output[0], {id(node)}):
+        return None
+    if perm is not None and [list(a.ints) for a in parent.attribute if a.name == "perm"] != [perm]:
+        return None
+    return parent
+
+
+def _value_projection(graph: _Graph, merge):
+    """The ``Add`` of the value projection when ``merge`` is the head merge of an attention
+    whose context is ``softmax(Q K^T) V``: Reshape <- Transpose(0,2,1,3) <- MatMul(P, V_heads),
+    V_heads = Transpose(0,2,1,3) <- Reshape <- Add(b_v, X W_v). Channel c of the merged context
+    is channel c of V (the same head split and merge), and the context is linear in V per
+    channel, so dividing V's channel c divides the context's channel c."""
+    heads_out = _single_path(graph, merge, "Transpose", [0, 2, 1, 3])
+    context = heads_out and _single_path(graph, heads_out, "MatMul")
+    if context is None:
+        return None
+    heads_in = graph.producer.get(context.input[1])
+    if heads_in is None or heads_in.op_type != "Transpose" or not graph.only_read_by(heads_in.output[0], {id(context)}) \
+            or [list(a.ints) for a in heads_in.attribute if a.name == "perm"] != [[0, 2, 1, 3]]:
+        return None
+    split = _single_path(graph, heads_in, "Reshape")
+    return split and _single_path(graph, split, "Add")
+
+
+def _linear_columns(graph: _Graph, add) -> list[tuple]:
+    """Rewrites dividing the output columns of ``add`` = Add(b, MatMul(h, W)) (either order)."""
+    if add is None or add.op_type != "Add":
         return []
     for k in (0, 1):
         bias, matmul = graph.constant(add.input[k]), graph.producer.get(add.input[1 - k])
