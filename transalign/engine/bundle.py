@@ -307,7 +307,9 @@ def check_manifest_ranges(root: Path, manifest: Manifest, precision: str | None 
     Types are checked before (`check_manifest_types`); here each value's range, against the graph
     of every precision a runtime would open (its token table, position table and output width,
     read from the graph file by `engine.graph_facts`) and, for NLLB tokenizers, the
-    sentencepiece model's size. Without these checks ONNX Runtime wraps a negative id silently
+    sentencepiece model's size. A graph without a position table (none of the supported
+    architectures) bounds no max_positions; one without a recognisable token table is refused
+    unless the manifest records vocab_size. Without these checks ONNX Runtime wraps a negative id silently
     and fails deep inside a Gather on a too-large one.
     """
     from transalign.engine.graph_facts import GraphFormatError, graph_facts
@@ -316,8 +318,10 @@ def check_manifest_ranges(root: Path, manifest: Manifest, precision: str | None 
     path = root / MANIFEST_NAME
 
     def bad(name: str, value: Any, reason: str) -> BundleError:
+        fix = ("store a valid default with `transalign tune BUNDLE --gold-dir DIR --write` or export the bundle again"
+               if name.startswith("default_") else "export the bundle again")
         return BundleError(f"{path}: field {name!r} is {json.dumps(value)[:60]}: {reason}; the manifest is damaged "
-                           "or was edited, export the bundle again")
+                           f"or was edited: {fix}")
 
     m, tok = manifest, manifest.tokenizer
     if not 0.0 <= m.default_threshold < 1.0:
