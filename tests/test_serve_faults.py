@@ -246,19 +246,26 @@ def test_connections_that_never_send_a_request_are_closed(tiny_bundle):
 
 
 def test_sigterm_exits_within_the_drain_bound_and_finishes_what_can_finish(tiny_bundle, direct):
-    """A hostile client sends half a body and stops; another sends half a body, then SIGTERM
-    arrives, then it sends the rest. The second gets its answer; the server exits 0 within
-    --shutdown-timeout (plus start-up and exit slack), the hostile one gets 503 shutting_down."""
-    drain = 5  # long enough for the test to send the rest of its body after the signal on a loaded machine
+    """20 hostile clients send 100 KB of a 2 MB body and stop; another sends half a body, then
+    SIGTERM arrives, then it sends the rest. That one gets its answer; the server exits 0 within
+    --shutdown-timeout (plus exit slack; before, it waited for the hostile ones forever), each
+    hostile one gets 503 shutting_down; the server's memory stayed bounded meanwhile."""
+    drain, hostiles, declared, sent = 5, 20, 2_000_000, 100_000  # drain: time to send the rest after the signal
     s = Server(tiny_bundle, "--shutdown-timeout", str(drain), "--body-timeout", "600")
     try:
+        before = rss_kb(s.proc.pid)
         good = json.dumps(align_body([("a b c", "d e")], **LANGS)).encode()
-        hostile = socket.create_connection(host_port(s.url), timeout=DEADLINE_S)
-        hostile.sendall(request_head(len(good) + 100) + good[:10])
+        hostile = []
+        for _ in range(hostiles):
+            sock = socket.create_connection(host_port(s.url), timeout=DEADLINE_S)
+            sock.sendall(request_head(declared) + b"[" * sent)
+            hostile.append(sock)
         client = socket.create_connection(host_port(s.url), timeout=DEADLINE_S)
         client.sendall(request_head(len(good)) + good[:10])
         in_flight = ("transalign_align_requests_in_flight", ())
-        wait_for(lambda: metric_samples(httpx.get(s.url + "/metrics").text)[in_flight] == 2, "2 requests in flight")
+        wait_for(lambda: metric_samples(httpx.get(s.url + "/metrics").text)[in_flight] == hostiles + 1,
+                 f"{hostiles + 1} requests in flight")
+        held = rss_kb(s.proc.pid)
         clock = time.monotonic()
         s.proc.send_signal(signal.SIGTERM)
         wait_for(lambda: "Shutting down" in "".join(s.lines), "the shutdown to start")
@@ -271,11 +278,16 @@ def test_sigterm_exits_within_the_drain_bound_and_finishes_what_can_finish(tiny_
         except subprocess.TimeoutExpired:
             pytest.fail(f"the server still runs {drain + 30} s after SIGTERM: {''.join(s.lines)[-2000:]}")
         elapsed = time.monotonic() - clock
-        record(f"serve SIGTERM with a stalled body: exit {rc} after {elapsed:.1f} s (--shutdown-timeout {drain})")
+        growth_mb = (held["VmHWM"] - before["VmRSS"]) / 1024
+        record(f"serve SIGTERM with {hostiles} stalled bodies ({sent // 1000} KB of {declared // 1000} KB each) and "
+               f"one finishing: exit {rc} after {elapsed:.1f} s (--shutdown-timeout {drain}); RSS "
+               f"{before['VmRSS'] / 1024:.0f} MB -> peak {held['VmHWM'] / 1024:.0f} MB while held")
         assert rc == 0, "".join(s.lines)
-        status, _, payload = read_response(hostile.makefile("rb"))
-        assert status == 503 and json.loads(payload)["error"]["code"] == "shutting_down"
-        hostile.close()
+        assert growth_mb <= hostiles * sent * 4 / 2 ** 20 + 64
+        for sock in hostile:
+            status, _, payload = read_response(sock.makefile("rb"))
+            assert status == 503 and json.loads(payload)["error"]["code"] == "shutting_down"
+            sock.close()
         client.close()
     finally:
         s.close()
