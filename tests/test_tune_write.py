@@ -150,3 +150,12 @@ def test_tune_write_says_what_it_stored(bundle, gold_dir, capsys):
     last = capsys.readouterr().out.splitlines()[-1]
     assert last.startswith("best: itermax/any (AER ") and f"stored as the default of {bundle}" in last
     assert read_manifest(bundle).default_method == "itermax"
+
+
+def test_tune_language_errors_name_the_flag(bundle, gold_dir, capsys):
+    text = (bundle / MANIFEST_NAME).read_text()
+    assert main(["tune", str(bundle), "--gold-dir", str(gold_dir), "--src-lang", "ces_Latm", "--tgt-lang", LANGS[1],
+                 "--provider", "cpu", "--write"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("transalign tune: error: --src-lang") and "ces_Latn" in err  # the close match
+    assert (bundle / MANIFEST_NAME).read_text() == text

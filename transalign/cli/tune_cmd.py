@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from transalign.engine.bundle import PRECISIONS
-from transalign.engine.defaults import DEFAULT_BATCH_TOKENS
-from transalign.engine.session import PROVIDER_CHOICES
+from transalign.cli.options import add_language_flags, add_load_flags
 from transalign.kernels.names import METHODS, WORD_LEVELS
 
 _DESCRIPTION = """\
@@ -50,8 +48,7 @@ def register(sub) -> None:
                        description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bundle", help="bundle directory made by `transalign export`")
     p.add_argument("--gold-dir", required=True, metavar="DIR", help="directory with src.txt, tgt.txt, gold.txt")
-    p.add_argument("--src-lang", help="source language code (required for NLLB bundles)")
-    p.add_argument("--tgt-lang", help="target language code (required for NLLB bundles)")
+    add_language_flags(p)
     p.add_argument("--thresholds", type=_floats, default=list(DEFAULT_THRESHOLDS),
                    help="softmax thresholds to try, comma-separated (default "
                         f"{','.join(f'{t:g}' for t in DEFAULT_THRESHOLDS)}; the bundle's own is always tried)")
@@ -59,11 +56,7 @@ def register(sub) -> None:
                    help=f"methods to try (default {','.join(METHODS)})")
     p.add_argument("--word-levels", type=_names(WORD_LEVELS), default=list(WORD_LEVELS),
                    help=f"word levels to try (default {','.join(WORD_LEVELS)})")
-    p.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    p.add_argument("--batch-tokens", type=int, help="padded tokens per encoder batch (default "
-                   f"{DEFAULT_BATCH_TOKENS['cpu']} CPU, {DEFAULT_BATCH_TOKENS['cuda']} CUDA)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    add_load_flags(p)
     p.add_argument("--first", type=int, metavar="N", help="tune on the first N pairs only (default: all)")
     p.add_argument("--write", action="store_true",
                    help="store the best setting in the bundle's manifest as its default extraction")
@@ -72,17 +65,26 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
+    from transalign.cli.options import languages, load_options
     from transalign.engine.aligner import Aligner
+    from transalign.engine.bundle import MANIFEST_NAME
+    from transalign.outputs import check_output
     from transalign.tuning import read_gold_dir, settings, tune, tuning_record, write_default
 
+    options = load_options(args)
+    if args.write:  # a bundle we cannot write is refused before minutes of tuning
+        check_output(Path(args.bundle) / MANIFEST_NAME, flag="--write")
     src, tgt, gold = read_gold_dir(args.gold_dir)
     if args.first is not None:
         if not 1 <= args.first <= len(src):
             raise ValueError(f"--first {args.first}: {args.gold_dir} has {len(src)} pairs; give 1..{len(src)}")
         src, tgt, gold = src[:args.first], tgt[:args.first], gold[:args.first]
-    aligner = Aligner.load(args.bundle, provider=args.provider, precision=args.precision, threads=args.threads)
+    aligner = Aligner.load(args.bundle, options=options)
+    langs = languages(args, aligner.manifest, "tune")
     extractions = settings(aligner, args.thresholds, args.methods, args.word_levels)
-    result = tune(aligner, src, tgt, gold, extractions, args.src_lang, args.tgt_lang, batch_tokens=args.batch_tokens)
+    result = tune(aligner, src, tgt, gold, extractions, langs.src, langs.tgt, batch_tokens=args.batch_tokens)
     if args.write:
         write_default(args.bundle, result.best.extraction, tuning_record(args.gold_dir, len(src), aligner.precision,
                                                                          result.best))
