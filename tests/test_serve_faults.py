@@ -198,7 +198,8 @@ def test_partial_bodies_are_bounded_in_number_time_and_memory(tiny_bundle, direc
                 admitted.append(conns[-1])
                 sock.sendall(b"[" * sent)  # a JSON prefix the server must hold until the body is complete
         assert len(refused) >= clients - cap and 1 <= len(admitted) <= cap, (len(refused), len(admitted))
-        assert all(status == 503 for status, _, _ in refused)
+        assert all(status == 503 and json.loads(body)["error"]["code"] == "overloaded" and
+                   headers["connection"] == "close" for status, headers, body in refused), refused[:1]
         peak = rss_kb(s.proc.pid)
         answers = [read_response(stream) for _, stream in admitted]
         assert all(status == 408 and json.loads(body)["error"]["code"] == "body_timeout" and

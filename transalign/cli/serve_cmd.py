@@ -53,8 +53,8 @@ def register(sub) -> None:
                         f"answer; else the connection is closed) and again for its whole body (else 408 and the "
                         f"connection is closed) (default {c.DEFAULT_BODY_TIMEOUT_S:g})")
     p.add_argument("--max-connections", type=int, default=c.DEFAULT_MAX_CONNECTIONS,
-                   help=f"open connections, idle keep-alive ones included; a request arriving beyond it gets a "
-                        f"plain-text 503 and its connection is closed (default {c.DEFAULT_MAX_CONNECTIONS})")
+                   help=f"open connections, idle keep-alive ones included; a request arriving beyond it gets 503 "
+                        f"overloaded and its connection is closed (default {c.DEFAULT_MAX_CONNECTIONS})")
     p.add_argument("--shutdown-timeout", type=float, default=c.DEFAULT_SHUTDOWN_TIMEOUT_S,
                    help=f"on SIGTERM or Ctrl-C, seconds requests already received may take to finish; what is left "
                         f"then is answered 503 shutting_down (default {c.DEFAULT_SHUTDOWN_TIMEOUT_S:g})")
@@ -97,7 +97,6 @@ def run(args) -> int:
     host, port = sock.getsockname()[:2]
     server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, access_log=False,
                                            http=with_header_timeout(config.body_timeout),
-                                           limit_concurrency=config.max_connections,
                                            timeout_graceful_shutdown=config.shutdown_timeout))
     print(f"transalign serve: listening on http://{host}:{port}", file=sys.stderr, flush=True)
     previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGTERM, signal.SIGINT)}

@@ -124,7 +124,8 @@ def create_app(config: ServeConfig, *, load: Callable[[], object] | None = None,
                   description="TransAlign word alignment over HTTP, with dynamic micro-batching.")
     app.state.batcher, app.state.metrics, app.state.config = batcher, metrics, config
     app.add_middleware(Guard, metrics=metrics, batcher=batcher, max_body_bytes=config.max_body_bytes,
-                       body_timeout=config.body_timeout, api_key=config.api_key, is_ready=not_ready_reason,
+                       body_timeout=config.body_timeout, max_connections=config.max_connections,
+                       api_key=config.api_key, is_ready=not_ready_reason,
                        known_paths=frozenset(ROUTES))
     _add_error_handlers(app)
 

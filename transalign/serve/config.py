@@ -30,7 +30,7 @@ DEFAULT_MAX_QUEUE_PAIRS = 1024
 DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
 # a client has this long, from its request's headers, to send the whole body (2 MB at 200 KB/s)
 DEFAULT_BODY_TIMEOUT_S = 10.0
-# open connections (idle keep-alive ones included); beyond it uvicorn answers 503 and closes.
+# open connections (idle keep-alive ones included); a request beyond it gets 503 and is closed.
 # Bounds what slow clients can hold: at most this many bodies of --max-body-bytes in memory.
 DEFAULT_MAX_CONNECTIONS = 256
 # after SIGTERM, how long requests already received may take to finish before they are cancelled
@@ -49,7 +49,7 @@ class ServeConfig:
     max_batch_requests: requests per batch; 1 turns cross-request batching off.
     max_queue_pairs: pairs waiting for the worker; a request that would exceed it gets 429.
     max_body_bytes, body_timeout: a body larger than this gets 413, one slower than this 408.
-    max_connections: open connections the server keeps (uvicorn's ``limit_concurrency``).
+    max_connections: open connections a request may find (`middleware.Guard`; beyond: 503).
     shutdown_timeout: seconds a SIGTERM waits for requests in flight before cancelling them.
     docs: serve Swagger UI at /docs (it loads its scripts from a CDN: blank offline); /openapi.json
     is always served.

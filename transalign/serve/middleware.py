@@ -5,7 +5,8 @@ body is refused without being decoded.
 
 Every resource a client holds is bounded: a body is at most ``max_body_bytes`` and must arrive
 within ``body_timeout`` seconds of the request's headers (408, then the connection is closed);
-the number of connections is uvicorn's ``limit_concurrency`` (`cli.serve_cmd`). When a shutdown's
+at most ``max_connections`` connections are open when a request arrives (the set of them comes
+from `protocol`; beyond it 503 ``overloaded`` and the connection is closed). When a shutdown's
 drain ends and uvicorn cancels what is left, a request still reading its body or waiting for the
 worker is answered 503 ``shutting_down`` instead of a bare 500.
 """
@@ -17,19 +18,21 @@ import hmac
 import json
 import time
 
+from transalign.serve.config import RETRY_AFTER_S
 from transalign.serve.prepare import ApiError
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 TICKET = "transalign.ticket"  # scope key of the request's `batcher.Ticket`
+CONNECTIONS = "transalign.connections"  # key in scope["state"] of the set of open connections (`protocol`)
 
 
 class Guard:
     """Wraps the FastAPI app; errors it raises itself use the same JSON format as the app's."""
 
-    def __init__(self, app, *, metrics, batcher, max_body_bytes: int, body_timeout: float, api_key: str | None,
-                 is_ready, known_paths):
+    def __init__(self, app, *, metrics, batcher, max_body_bytes: int, body_timeout: float, max_connections: int,
+                 api_key: str | None, is_ready, known_paths):
         self.app, self.metrics, self.batcher, self.max_body = app, metrics, batcher, max_body_bytes
-        self.body_timeout = body_timeout
+        self.body_timeout, self.max_connections = body_timeout, max_connections
         self.api_key = api_key.encode() if api_key else None
         self.is_ready, self.known_paths = is_ready, known_paths
 
@@ -77,6 +80,11 @@ class Guard:
             self.metrics.request(path, status, time.perf_counter() - start)
 
     def _check(self, scope) -> ApiError | None:
+        connections = scope.get("state", {}).get(CONNECTIONS)
+        if connections is not None and len(connections) > self.max_connections:
+            return ApiError(503, "overloaded", f"the server holds its limit of {self.max_connections} open connections "
+                            f"(--max-connections); retry after {RETRY_AFTER_S} s",
+                            headers={"Retry-After": str(RETRY_AFTER_S), "Connection": "close"})
         if not scope["path"].startswith("/v1/"):
             return None
         if self.api_key is not None:

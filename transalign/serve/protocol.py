@@ -1,16 +1,23 @@
-"""uvicorn's h11 protocol with a deadline for a request's headers.
+"""uvicorn's h11 protocol with a deadline for a request's headers, and the open connections in
+each request's scope.
 
 uvicorn bounds how long a finished connection stays idle (``timeout_keep_alive``) but not how
 long a client may take to send a request's headers: a connection that sends nothing, or half a
 request line, holds one of the ``--max-connections`` slots forever (enough of them and every
-new client gets 503). Here each connection must start a request within ``timeout`` seconds of
+new client is refused). Here each connection must start a request within ``timeout`` seconds of
 opening, and of its previous response; otherwise it is closed. The body then has its own
 deadline (`middleware.Guard`, the same ``--body-timeout``).
+
+The connection cap itself is `middleware.Guard`'s (it answers in the service's JSON error shape;
+uvicorn's ``limit_concurrency`` answers plain text): the set of open connections reaches it as
+``scope["state"][CONNECTIONS]``.
 """
 
 from __future__ import annotations
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from transalign.serve.middleware import CONNECTIONS
 
 
 def with_header_timeout(timeout: float) -> type[H11Protocol]:
@@ -18,6 +25,10 @@ def with_header_timeout(timeout: float) -> type[H11Protocol]:
 
     class HeaderTimeoutProtocol(H11Protocol):
         _timer = None
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.app_state = {**self.app_state, CONNECTIONS: self.connections}  # copied into each scope
 
         def connection_made(self, transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
