@@ -224,7 +224,7 @@ def test_partial_bodies_are_bounded_in_number_time_and_memory(tiny_bundle, direc
 def test_connections_that_never_send_a_request_are_closed(tiny_bundle):
     """A silent connection, half a request line, and a keep-alive connection that sends half of
     its second request's headers: each is closed after --body-timeout (they held a connection
-    slot forever, uvicorn has no deadline for headers); a request taking longer is not cut."""
+    slot forever, uvicorn has no deadline for headers)."""
     timeout = 2
     s = Server(tiny_bundle, "--body-timeout", str(timeout))
     try:
