@@ -14,7 +14,7 @@ import threading
 import numpy as np
 import pytest
 
-from test_c_library import (TA_ERR_ARGUMENT, TA_ERR_UNSUPPORTED, TA_OK, CAligner, _copy_bundle,  # noqa: F401
+from test_c_library import (TA_ERR_ARGUMENT, TA_OK, CAligner, _copy_bundle,  # noqa: F401
                             _sentences, corpora, fp32, lib)
 from transalign import Aligner
 from transalign.engine.batching import plan_batches
@@ -132,13 +132,37 @@ def test_the_bundle_default_threshold_is_the_c_default(lib, tiny_bundle, tmp_pat
     aligner.close()
 
 
-def test_a_bundle_default_method_the_c_library_lacks_is_refused_with_the_reason(lib, tiny_bundle, tmp_path):
-    bundle = _copy_bundle(tiny_bundle, tmp_path, lambda m: m.update(default_method="argmax"))
+EXTRACTIONS = [(method, level) for method in ("softmax", "argmax", "itermax") for level in ("any", "mean")]
+
+
+@pytest.mark.parametrize("method,word_level", EXTRACTIONS)
+def test_the_bundle_default_extraction_is_the_c_default(lib, tiny_bundle, tmp_path, corpora, method, word_level):
+    """kernels/methods.py's methods and word levels, as the bundle's recommended extraction
+    (tune --write stores it): C's links equal the Python engine's default links."""
+    src, tgt = corpora["bam"][1][:300], corpora["bam-en"][1][:300]
+    bundle = _copy_bundle(tiny_bundle, tmp_path, lambda m: m.update(default_method=method,
+                                                                     default_word_level=word_level))
+    expected = [r.links for r in Aligner.load(bundle, provider="cpu").align(src, tgt, "bam_Latn", "eng_Latn")]
     aligner = CAligner(lib, bundle)
-    assert aligner.status == TA_OK, aligner.message  # tokenizing still works
-    status, message, _, _ = aligner.align([["a"]], [["b"]])
-    assert status == TA_ERR_UNSUPPORTED and "method 'argmax'" in message and "default_method" in message
+    assert aligner.status == TA_OK, aligner.message
+    status, message, links, _ = aligner.align(src, tgt)
+    assert status == TA_OK and links == expected, message
+    assert sum(map(len, links)) > 300  # links were made
+    status, message, _, _ = aligner.align(src[:1], tgt[:1], threshold=0.1)
+    if method == "softmax":
+        assert status == TA_OK
+    else:  # resolve_extraction's rule: a threshold belongs to softmax only
+        assert status == TA_ERR_ARGUMENT and f"applies to method softmax only, not to {method}" in message
     aligner.close()
+
+
+def test_a_bad_default_extraction_is_refused_naming_the_field(lib, tiny_bundle, tmp_path):
+    from test_c_library import TA_ERR_BUNDLE, _open_fails
+
+    _open_fails(lib, _copy_bundle(tiny_bundle, tmp_path, lambda m: m.update(default_method="maximum"), name="m"),
+                TA_ERR_BUNDLE, "'default_method' is 'maximum', not one of softmax, argmax, itermax")
+    _open_fails(lib, _copy_bundle(tiny_bundle, tmp_path, lambda m: m.update(default_word_level="all"), name="w"),
+                TA_ERR_BUNDLE, "'default_word_level' is 'all', not one of any, mean")
 
 
 def test_has_language_tells_no_from_error(lib, fp32):

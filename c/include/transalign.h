@@ -6,10 +6,11 @@
  * same word links as the Python engine (`transalign align`): the bundle's tokenization of
  * pre-split words (NLLB's sentencepiece BPE with language codes, or an XLM-R-family
  * tokenizer.json with its Unigram model, e.g. multilingual-e5), the encoder through ONNX
- * Runtime, S = X Y^T, row and column softmax, a subword pair is linked when both exceed the
- * threshold, a word pair when any of its subword pairs is. Defaults (threshold, batch budget,
- * provider, length limits) are the Python engine's: the bundle's manifest and
- * transalign/engine/defaults.py.
+ * Runtime, S = X Y^T, then the bundle's extraction: the paper's (row and column softmax, a
+ * subword pair is linked when both exceed the threshold, a word pair when any of its subword
+ * pairs is) or the one the bundle recommends (argmax / itermax, word level mean). Defaults
+ * (extraction, threshold, batch budget, provider, length limits) are the Python engine's: the
+ * bundle's manifest and transalign/engine/defaults.py.
  *
  * Conventions (as in sqlite3.h / zstd.h):
  *   - every function that can fail returns a ta_status (TA_OK == 0); on failure a message
@@ -146,7 +147,8 @@ typedef struct ta_sized_sentence {
 
 typedef struct ta_align_options {
     size_t struct_size;   /* sizeof(ta_align_options): set by ta_align_options_init */
-    double threshold;     /* < 0 (default -1): the bundle's default threshold; else in [0, 1) */
+    double threshold;     /* < 0 (default -1): the bundle's default threshold; else in [0, 1), and
+                             only for a bundle whose default method is softmax */
     size_t batch_tokens;  /* padded tokens per encoder batch, 1..65536; 0 (default): the Python
                              engine's default for the provider (ta_aligner_get_batch_tokens) */
     int skip_long;        /* 0 (default): a too-long sentence fails the call with TA_ERR_TOO_LONG;

@@ -193,6 +193,7 @@ Manifest read_manifest(const std::string &root, const std::string &precision, bo
             throw Error(TA_ERR_BUNDLE, path + ": manifest field '" + key + "' is not a string");
     manifest.default_method = data.value("default_method", std::string("softmax"));
     manifest.default_word_level = data.value("default_word_level", std::string("any"));
+    extraction_of(manifest);  // names a bad default_method / default_word_level now
 
     const json &tok = field(data, "tokenizer", path);
     if (!tok.is_object()) throw Error(TA_ERR_BUNDLE, path + ": 'tokenizer' is not an object");
@@ -250,6 +251,23 @@ Manifest read_manifest(const std::string &root, const std::string &precision, bo
         if (!files.contains(name))
             throw Error(TA_ERR_BUNDLE, path + ": '" + name + "' is not listed (with its sha256) in 'files'; export the bundle again");
     return manifest;
+}
+
+ExtractOptions extraction_of(const Manifest &manifest) {
+    ExtractOptions options;
+    const std::string where = manifest.root + "/manifest.json";
+    if (manifest.default_method == "softmax") options.method = Method::softmax;
+    else if (manifest.default_method == "argmax") options.method = Method::argmax;
+    else if (manifest.default_method == "itermax") options.method = Method::itermax;
+    else
+        throw Error(TA_ERR_BUNDLE, where + ": manifest field 'default_method' is '" + manifest.default_method +
+                                   "', not one of softmax, argmax, itermax; export the bundle again");
+    if (manifest.default_word_level == "mean") options.mean_words = true;
+    else if (manifest.default_word_level != "any")
+        throw Error(TA_ERR_BUNDLE, where + ": manifest field 'default_word_level' is '" + manifest.default_word_level +
+                                   "', not one of any, mean; export the bundle again");
+    options.threshold = manifest.default_threshold;
+    return options;
 }
 
 void check_token_ids(const Manifest &manifest, int64_t vocab) {

@@ -53,6 +53,10 @@ Manifest read_manifest(const std::string &root, const std::string &precision, bo
 // `name` inside `root`, refused if it would leave the directory. Throws Error.
 std::string bundle_path(const std::string &root, const std::string &name);
 std::string sha256_file(const std::string &path);  // hex; throws Error
+// The bundle's default extraction (default_method / default_word_level / default_threshold),
+// checked. Throws Error(TA_ERR_BUNDLE) naming the field.
+struct ExtractOptions;
+ExtractOptions extraction_of(const Manifest &manifest);
 // Every token id of the manifest (special tokens, language codes, added tokens, prefix/suffix)
 // in [0, vocab): the tokenizer's vocabulary. Throws Error(TA_ERR_BUNDLE) naming the field.
 void check_token_ids(const Manifest &manifest, int64_t vocab);
@@ -136,12 +140,19 @@ private:
 
 bool cuda_available(const char *library);  // CUDAExecutionProvider in this onnxruntime?
 
-// ---- extract.cpp: the TransAlign extraction (transalign/kernels/jit.py) ----
+// ---- extract.cpp: the extraction methods (transalign/kernels/jit.py, methods.py) ----
+
+enum class Method { softmax, argmax, itermax };  // transalign/kernels/names.py METHODS
+struct ExtractOptions {
+    Method method = Method::softmax;
+    bool mean_words = false;  // word level "mean" (else "any")
+    double threshold = 0.001;  // softmax only
+};
 
 // Word links of one pair: x [n, d], y [m, d] rows, their word ids; appends (src, tgt) pairs,
 // distinct, sorted by (src, tgt), to `links` (flat, 2 per link).
 void extract_pair(const float *x, size_t n, const float *y, size_t m, size_t d, const int32_t *src_words,
-                  const int32_t *tgt_words, double threshold, std::vector<int32_t> &links);
+                  const int32_t *tgt_words, const ExtractOptions &options, std::vector<int32_t> &links);
 
 }  // namespace ta
 

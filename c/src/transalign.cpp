@@ -151,7 +151,7 @@ Words check_sentence(const char *const *words, const size_t *lengths, size_t n_w
 
 struct CallOptions {
     int64_t src_lang = -1, tgt_lang = -1;
-    double threshold = 0;
+    ta::ExtractOptions extraction;
     size_t budget = 0;
     bool skip_long = false;
 };
@@ -257,7 +257,7 @@ void align_chunk(ta_aligner &al, const std::vector<Words> &src, const std::vecto
         for (int32_t w : enc[n + k].word_ids)
             if (w >= 0) tgt_words.push_back(w);
         ta::extract_pair(rows[k].data(), src_words.size(), rows[n + k].data(), tgt_words.size(), d, src_words.data(),
-                         tgt_words.data(), call.threshold, result.links[first + k]);
+                         tgt_words.data(), call.extraction, result.links[first + k]);
     }
 }
 
@@ -297,21 +297,22 @@ int align_any(ta_aligner *aligner, const Sentence *src, const Sentence *tgt, siz
                     "ta_align: options->struct_size is not sizeof(ta_align_options); call ta_align_options_init first");
             opts = *options;
         }
-        // engine.options.resolve_extraction: the bundle's recommended extraction when the caller
-        // gives none; the C library implements softmax with word level any (the paper's rule)
+        // engine.options.resolve_extraction: the bundle's recommended extraction (manifest
+        // default_method / default_word_level / default_threshold); a threshold belongs to
+        // method softmax only
         const ta::Manifest &manifest = aligner->manifest;
-        if (manifest.default_method != "softmax" || manifest.default_word_level != "any")
-            throw Error(TA_ERR_UNSUPPORTED, "this bundle's extraction is method '" + manifest.default_method +
-                                            "' with word level '" + manifest.default_word_level +
-                                            "' (manifest default_method / default_word_level), which the C library "
-                                            "does not implement (it implements softmax / any, the paper's rule); use "
-                                            "the Python engine");
         CallOptions call;
-        call.threshold = opts.threshold < 0 ? manifest.default_threshold : opts.threshold;
-        if (!(call.threshold >= 0.0 && call.threshold < 1.0))  // NaN too; the default was checked at open
-            throw Error(TA_ERR_ARGUMENT, "threshold " + show_number(opts.threshold) +
-                                         ": must be a number in [0, 1), e.g. 0.001 (the paper's); a negative value "
-                                         "takes the bundle's default");
+        call.extraction = ta::extraction_of(manifest);
+        if (opts.threshold >= 0 && manifest.default_method != "softmax")
+            throw Error(TA_ERR_ARGUMENT, "threshold " + show_number(opts.threshold) + ": applies to method softmax only, not "
+                                         "to " + manifest.default_method + " (this bundle's default_method); leave it out");
+        if (opts.threshold >= 0 || opts.threshold != opts.threshold) {  // NaN: refused below
+            if (!(opts.threshold >= 0.0 && opts.threshold < 1.0))
+                throw Error(TA_ERR_ARGUMENT, "threshold " + show_number(opts.threshold) +
+                                             ": must be a number in [0, 1), e.g. 0.001 (the paper's); a negative value "
+                                             "takes the bundle's default");
+            call.extraction.threshold = opts.threshold;
+        }
         if (opts.batch_tokens > TA_MAX_BATCH_TOKENS)
             throw Error(TA_ERR_ARGUMENT, "batch_tokens " + std::to_string(opts.batch_tokens) + ": must be an integer in 1.." +
                                          std::to_string(TA_MAX_BATCH_TOKENS) + " (0: the provider's default, " +
