@@ -99,7 +99,9 @@ def test_export_prints_a_human_summary(tiny_nllb, tmp_path, capsys):
     lines = text.splitlines()
     assert lines[0] == f"wrote bundle {out}"
     assert "  default    softmax, word level any, threshold 0.001 (used when `align` is given no" in text
-    assert any(line.startswith("  fp32       validated against PyTorch: max rel diff ") for line in lines)
-    assert any(line.startswith("  int8       validated against PyTorch: ") for line in lines)
+    assert any(line.startswith("  fp32       validated against PyTorch (cpu-onnxruntime): max rel diff ")
+               for line in lines)
+    assert any(line.startswith("  int8       validated against PyTorch (cpu-onnxruntime): max rel diff ")
+               and "mean cosine " in line for line in lines)
     assert lines[-1].startswith(f"next: transalign align {out} --src SRC.txt --tgt TGT.txt --src-lang CODE")
     assert "{" not in text  # no JSON blob without --json

@@ -77,16 +77,18 @@ def summary(out: str, m) -> str:
     lines = [f"wrote bundle {out}",
              f"  model      {m.base_model} ({m.family or m.architecture}), layer {m.layer} of {m.num_layers}, "
              f"hidden size {m.hidden_size}, up to {m.max_positions} tokens per sentence"
-             + (f", LoRA merged" if m.lora else ""),
+             + (", LoRA merged" if m.lora else ""),
              f"  default    {extraction_text(m)} (used when `align` is given no --method/--word-level/--threshold)"]
     for precision, info in m.precisions.items():
         v = info["validation"]
         if not v.get("validated"):
             lines.append(f"  {precision:<10} {v.get('note') or 'not validated'}")
             continue
-        facts = [f"{key.replace('_', ' ')} {v[key]:.3g}" for key in ("max_rel_diff", "mean_cosine", "min_cosine")
+        facts = [f"{key.replace('_', ' ')} {v[key]:{form}}" for key, form in
+                 (("max_rel_diff", ".2g"), ("mean_cosine", ".5f"), ("min_cosine", ".5f"))
                  if isinstance(v.get(key), (int, float))]
-        lines.append(f"  {precision:<10} validated against PyTorch: {', '.join(facts)}")
+        how = f" ({v['check']})" if v.get("check") else ""
+        lines.append(f"  {precision:<10} validated against PyTorch{how}: {', '.join(facts)}")
     langs = "" if not m.tokenizer.lang_code_ids else " --src-lang CODE --tgt-lang CODE"
     lines.append(f"next: transalign align {out} --src SRC.txt --tgt TGT.txt{langs}   (--json: the whole manifest)")
     return "\n".join(lines)
