@@ -93,11 +93,12 @@ class _Prepared:
 @dataclass(frozen=True)
 class _Encoded:
     """A chunk after the encoder stage (``rows`` None: abandoned because the caller left);
-    ``buffer``: the pool's buffer holding ``rows.hidden``, given back once extracted."""
+    ``buffer``: the pool's buffer holding ``rows.hidden``, given back once extracted (None when
+    abandoned before one was free)."""
 
     chunk: _Prepared
     rows: HiddenRows | None
-    buffer: np.ndarray
+    buffer: np.ndarray | None
     seconds: float
 
 
