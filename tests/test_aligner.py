@@ -268,3 +268,29 @@ def test_external_weights_are_hashed_per_precision(tmp_path, tiny_bundle):
     with pytest.raises(BundleError, match=r"model\.int8\.onnx\.data fails its sha256 check"):
         Aligner.load(bundle, precision="int8")
     assert Aligner.load(bundle, precision="fp32").align(["a b"], ["c d"], "eng_Latn", "ces_Latn")
+
+
+def test_languages_resolve_once_for_every_caller(tiny_bundle):
+    """engine.options.resolve_languages: exact codes, a bare ISO 639-3 code with one script (read as
+    that code), and clear LanguageErrors naming the option: unknown (with close matches), two-letter
+    ISO 639-1, missing."""
+    from transalign.engine.bundle import read_manifest
+    from transalign.engine.options import LanguageError, resolve_languages
+
+    manifest = read_manifest(tiny_bundle, verify_hashes=False)
+    known = manifest.tokenizer.lang_code_ids
+    assert resolve_languages(manifest, "eng_Latn", "ces_Latn").mapped == ()
+    bare = resolve_languages(manifest, "eng", "ces_Latn")
+    assert (bare.src, bare.tgt) == ("eng_Latn", "ces_Latn") and bare.mapped == (("src_lang", "eng", "eng_Latn"),)
+    with pytest.raises(LanguageError) as info:
+        resolve_languages(manifest, "eng_Latn", "CES_latn_x")
+    assert info.value.option == "tgt_lang" and info.value.side == "target" and "ces_Latn" in info.value.matches
+    assert info.value.named("--tgt-lang").startswith("--tgt-lang 'CES_latn_x': unknown language code")
+    with pytest.raises(LanguageError, match="two-letter ISO 639-1 codes are not used"):
+        resolve_languages(manifest, "cs", "eng_Latn")
+    with pytest.raises(LanguageError) as info:
+        resolve_languages(manifest, None, "eng_Latn")
+    assert info.value.code is None and info.value.named("--src-lang").startswith("--src-lang is required")
+    aligner = Aligner.load(tiny_bundle, provider="cpu")
+    assert aligner.align(["a b"], ["x y"], "eng", "ces") == aligner.align(["a b"], ["x y"], "eng_Latn", "ces_Latn")
+    assert {"eng_Latn", "ces_Latn"} <= set(known)

@@ -66,7 +66,7 @@ def test_extraction_flags_give_the_links_and_scores_of_align(tiny_bundle, pairs,
 def test_extraction_errors_name_the_align_corpus_flag(tiny_bundle, pairs, tmp_path, capsys):
     for flags, named in ((["--method", "argmax", "--threshold", "0.2"], "--threshold 0.2"),
                          (["--threshold", "1.5"], "--threshold 1.5"), (["--batch-tokens", "0"], "--batch-tokens 0"),
-                         (["--src-lang", "deu"], "--src-lang 'deu'"), (["--threads", "0"], "--threads 0"),
+                         (["--src-lang", "xyz"], "--src-lang 'xyz'"), (["--threads", "0"], "--threads 0"),
                          (["--shard-pairs", "0"], "--shard-pairs 0"), (["--workers", "2"], "--workers 2: is a Ray"),
                          (["--ray", "--gpus-per-worker", "-1"], "--gpus-per-worker -1.0")):
         code = main(["align-corpus", str(tiny_bundle), str(pairs["corpus"]), "-o", str(tmp_path / "x"), *LANGS,

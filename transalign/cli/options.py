@@ -82,6 +82,8 @@ def languages(args, manifest, command: str):
     for option in resolved.ignored:
         print(f"transalign {command}: warning: {flag_of(option)} {getattr(args, option)} is ignored: this "
               f"{manifest.architecture} bundle has no language codes", file=sys.stderr)
+    for option, given, used in resolved.mapped:
+        print(f"transalign {command}: note: {flag_of(option)} {given} is read as {used}", file=sys.stderr)
     return resolved
 
 

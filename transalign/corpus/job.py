@@ -167,18 +167,19 @@ def job_settings(bundle: Path, input_path: Path, input_format: str, output_forma
     (`OptionError` naming the option); rows may still bring codes of their own. Codes given to a
     bundle without codes are ignored, with a warning (as `align` does)."""
     from transalign.engine.bundle import read_manifest
-    from transalign.engine.options import check_language, resolve_extraction
+    from transalign.engine.options import canonical_language, resolve_extraction
 
     manifest = read_manifest(bundle, verify_hashes=False)
     extraction = resolve_extraction(manifest, method, word_level, threshold, scores)
     table = manifest.tokenizer.lang_code_ids
-    for option, code in (("src_lang", src_lang), ("tgt_lang", tgt_lang)):
+    codes = {"src_lang": src_lang, "tgt_lang": tgt_lang}
+    for option, code in codes.items():
         if code is not None and not table:
             warn(f"--{option.replace('_', '-')} {code} is ignored: this {manifest.architecture} bundle has no "
                  "language codes")
         elif code is not None:  # None: every row must bring its own (checked per row)
-            check_language(table, option, code, manifest.architecture)
-    return AlignSettings(extraction, src_lang, tgt_lang, skip_long, RowPolicy(rejects, str(input_path)), output_format,
+            codes[option] = canonical_language(table, option, code, manifest.architecture)
+    return AlignSettings(extraction, codes["src_lang"], codes["tgt_lang"], skip_long, RowPolicy(rejects, str(input_path)), output_format,
                          input_format)
 
 

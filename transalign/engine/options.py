@@ -75,11 +75,14 @@ def _show(value: object) -> str:
 
 @dataclass(frozen=True)
 class Languages:
-    """The codes a call runs with, and the options given to a bundle without codes and dropped."""
+    """The codes a call runs with, the options given to a bundle without codes and dropped, and
+    the ISO 639-3 codes read as the bundle's one code for that language (``("src_lang", "ces",
+    "ces_Latn")``), so front ends can say what they used."""
 
     src: str | None
     tgt: str | None
     ignored: tuple[str, ...] = ()
+    mapped: tuple[tuple[str, str, str], ...] = ()
 
 
 def resolve_languages(manifest, src_lang: str | None, tgt_lang: str | None) -> Languages:
@@ -87,15 +90,30 @@ def resolve_languages(manifest, src_lang: str | None, tgt_lang: str | None) -> L
 
     A bundle with codes (NLLB: every sentence starts with its language's token) needs both and
     refuses unknown ones, suggesting the closest (case-insensitive: ``CES_latn`` -> ``ces_Latn``).
+    A bare ISO 639-3 code is read as the bundle's code when exactly one code has it
+    (``ces`` -> ``ces_Latn``; ``zho`` with two scripts stays an error listing both).
     A bundle without codes ignores them: ``Languages.ignored`` names those given, so the front end
     can say so in its own way."""
     table = manifest.tokenizer.lang_code_ids
     given = {"src_lang": src_lang, "tgt_lang": tgt_lang}
     if not table:
         return Languages(None, None, tuple(name for name, code in given.items() if code is not None))
-    for option, code in given.items():
-        check_language(table, option, code, manifest.architecture)
-    return Languages(src_lang, tgt_lang)
+    used = {option: canonical_language(table, option, code, manifest.architecture) for option, code in given.items()}
+    mapped = tuple((option, given[option], used[option]) for option in given if used[option] != given[option])
+    return Languages(used["src_lang"], used["tgt_lang"], mapped=mapped)
+
+
+def canonical_language(known: Sequence[str], option: str, code: object, architecture: str = "this") -> str:
+    """``code`` if the bundle knows it, the one known code of a bare ISO 639-3 code, else
+    `LanguageError`."""
+    if isinstance(code, str) and code in known:
+        return code
+    if isinstance(code, str) and len(code) == 3 and code.isascii() and code.isalpha():
+        scripts = [c for c in known if c.split("_")[0] == code.lower()]
+        if len(scripts) == 1:
+            return scripts[0]
+    check_language(known, option, code, architecture)
+    return code  # not reached: check_language raised
 
 
 def check_language(known: Sequence[str], option: str, code: object, architecture: str = "this") -> None:
@@ -109,6 +127,9 @@ def check_language(known: Sequence[str], option: str, code: object, architecture
         raise LanguageError(option, code, "a language code is a string, e.g. " + _example(known))
     matches = close_codes(code, known)
     hint = f"; closest: {', '.join(matches)}" if matches else ""
+    if len(code) == 2 and code.isalpha():
+        hint += ("; two-letter ISO 639-1 codes are not used: write the ISO 639-3 code and script, e.g. ces_Latn "
+                 "for cs (Czech), eng_Latn for en")
     raise LanguageError(option, code, f"unknown language code{hint} ({len(known)} codes known, "
                         f"e.g. {', '.join(sorted(known)[:3])})", matches)
 
