@@ -189,3 +189,15 @@ def test_align_bundle_help_shows_the_bundle_default_extraction(tiny_bundle, caps
     assert out.rstrip().endswith(f"defaults of {tiny_bundle}: --method {manifest.get('default_method', 'softmax')} "
                                  f"--word-level {manifest.get('default_word_level', 'any')} "
                                  f"--threshold {manifest['default_threshold']:g}")
+
+
+def test_pipeline_flag_gives_the_same_bytes(tmp_path, tiny_bundle):
+    src = write(tmp_path / "s.txt", "".join(f"a b c {'d ' * (k % 7)}\n" for k in range(50)))
+    tgt = write(tmp_path / "t.txt", "".join(f"x y {'z ' * (k % 5)}\n" for k in range(50)))
+    outs = []
+    for mode in ("on", "off"):
+        out = tmp_path / f"{mode}.txt"
+        assert main(["align", str(tiny_bundle), "--src", str(src), "--tgt", str(tgt), "--src-lang", "eng_Latn",
+                     "--tgt-lang", "ces_Latn", "--pipeline", mode, "--batch-tokens", "64", "-o", str(out)]) == 0
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1] and outs[0].count(b"\n") == 50

@@ -41,7 +41,7 @@ def register(sub) -> None:
                         "itermax (docs/extraction-methods.md; default: pharaoh)")
     p.add_argument("-o", "--output", help="output file, written atomically (a FIFO, a device or - is streamed; "
                    "default: stdout); a directory or an input file is refused before any work")
-    add_load_flags(p)
+    add_load_flags(p, pipeline=True)
     p.add_argument("--skip-long", action="store_true",
                    help="give pairs with a sentence longer than the model's maximum an empty line instead of "
                         "failing (the count is reported)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from transalign.engine.defaults import DEFAULT_BATCH_TOKENS, MAX_BATCH_TOKENS
-from transalign.engine.options import PRECISIONS, PROVIDER_CHOICES
+from transalign.engine.options import PIPELINE_CHOICES, PRECISIONS, PROVIDER_CHOICES
 from transalign.kernels.names import METHODS, WORD_LEVELS
 
 # engine option -> flag, where the flag is not "--" + the option with dashes
@@ -43,7 +43,9 @@ def add_extraction_flags(p: argparse.ArgumentParser) -> None:
                    "(default: the bundle's, 0.001 for NLLB)")
 
 
-def add_load_flags(p: argparse.ArgumentParser, *, batch_tokens: bool = True) -> None:
+def add_load_flags(p: argparse.ArgumentParser, *, batch_tokens: bool = True, pipeline: bool = False) -> None:
+    """--provider, --precision, --batch-tokens, --threads, and --pipeline for commands that stream
+    through `Aligner.align_iter` (the only path it changes)."""
     p.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto",
                    help="execution provider: auto = CUDA when this onnxruntime has it, else CPU (default: auto)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
@@ -54,6 +56,10 @@ def add_load_flags(p: argparse.ArgumentParser, *, batch_tokens: bool = True) -> 
                        "not depend on it")
     p.add_argument("--threads", type=int, help="CPU threads, at most the number of cores (more are clamped, with a "
                    "warning; default: all cores)")
+    if pipeline:
+        p.add_argument("--pipeline", choices=PIPELINE_CHOICES, default="auto",
+                       help="overlap tokenizing and extracting with the encoder: auto = on with CUDA, off on CPU "
+                            "(where it measured no gain); results never depend on it (default: auto)")
 
 
 def load_options(args):
@@ -61,7 +67,7 @@ def load_options(args):
     from transalign.engine.options import LoadOptions
 
     return LoadOptions(precision=args.precision, provider=args.provider, threads=args.threads,
-                       batch_tokens=getattr(args, "batch_tokens", None))
+                       batch_tokens=getattr(args, "batch_tokens", None), pipeline=getattr(args, "pipeline", "auto"))
 
 
 def extraction(args, manifest, scores: bool = False):

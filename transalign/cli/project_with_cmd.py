@@ -34,7 +34,7 @@ def register(sub) -> None:
     project_cmd.add_projection_options(
         p, reverse_help="align LABELED (source) with UNLABELED (target) instead of the other way round")
     add_extraction_flags(p)
-    add_load_flags(p)
+    add_load_flags(p, pipeline=True)
     p.add_argument("--skip-long", action="store_true",
                    help="pairs with a sentence longer than the model's maximum get no links (nothing projected) "
                         "instead of failing")
