@@ -582,6 +582,7 @@ BAD_MANIFESTS = [
     (lambda m: m.update(hidden_size=-1), "'hidden_size' is -1"),
     (lambda m: m.update(default_threshold=2.0), "'default_threshold' is 2.0, not in [0, 1)"),
     (lambda m: m.update(default_threshold=-0.5), "'default_threshold' is -0.5, not in [0, 1)"),
+    (lambda m: m.update(vocab_size=500), "'vocab_size' is 500, smaller than the tokenizer's vocabulary"),
 ]
 
 

@@ -194,6 +194,12 @@ Manifest read_manifest(const std::string &root, const std::string &precision, bo
     manifest.default_method = data.value("default_method", std::string("softmax"));
     manifest.default_word_level = data.value("default_word_level", std::string("any"));
     extraction_of(manifest);  // names a bad default_method / default_word_level now
+    if (data.contains("vocab_size") && !data["vocab_size"].is_null()) {
+        manifest.vocab_size = int_field(data, "vocab_size", path);
+        if (manifest.vocab_size < 1)
+            throw Error(TA_ERR_BUNDLE, path + ": manifest field 'vocab_size' is " + std::to_string(manifest.vocab_size) +
+                                       ", not positive; export the bundle again");
+    }
 
     const json &tok = field(data, "tokenizer", path);
     if (!tok.is_object()) throw Error(TA_ERR_BUNDLE, path + ": 'tokenizer' is not an object");
@@ -286,6 +292,10 @@ void check_token_ids(const Manifest &manifest, int64_t vocab) {
     for (auto &item : spec.added_tokens) check("tokenizer.added_tokens." + item.first, item.second);
     for (size_t k = 0; k < spec.prefix_ids.size(); ++k) check("tokenizer.prefix_ids[" + std::to_string(k) + "]", spec.prefix_ids[k]);
     for (size_t k = 0; k < spec.suffix_ids.size(); ++k) check("tokenizer.suffix_ids[" + std::to_string(k) + "]", spec.suffix_ids[k]);
+    if (manifest.vocab_size && vocab > manifest.vocab_size)  // the graph could not embed every token id
+        throw Error(TA_ERR_BUNDLE, where + ": manifest field 'vocab_size' is " + std::to_string(manifest.vocab_size) +
+                                   ", smaller than the tokenizer's vocabulary of " + std::to_string(vocab) +
+                                   "; the manifest is damaged or was edited, export the bundle again");
 }
 
 }  // namespace ta

@@ -38,6 +38,7 @@ struct Manifest {
     std::string root;  // the bundle directory as given
     std::string architecture;
     int64_t hidden_size = 0, max_positions = 0;
+    int64_t vocab_size = 0;  // rows of the graph's token embedding as export recorded them; 0: not recorded
     double default_threshold = 0.0;
     std::string default_method = "softmax", default_word_level = "any";
     TokenizerSpec tokenizer;
