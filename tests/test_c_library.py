@@ -541,6 +541,17 @@ def test_a_directory_as_input_says_so(lib, tiny_bundle, tmp_path, pair_files):
     assert f"{bad}, line 2: not valid UTF-8 (bad byte at 2" in str(python.value)
 
 
+def test_standard_input_for_one_side(lib, tiny_bundle, tmp_path, pair_files):
+    src, tgt = pair_files
+    expected = _tool(tiny_bundle, src, tgt).stdout
+    run = subprocess.run([str(BUILD / "transalign-align"), str(tiny_bundle), "--src", "-", "--tgt", str(tgt),
+                          "--src-lang", "bam_Latn", "--tgt-lang", "eng_Latn", "--threads", "1"],
+                         input=src.read_text(encoding="utf-8"), capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout == expected and expected.count("\n") == 2, run.stderr
+    run = _tool(tiny_bundle, "-", "-")
+    assert run.returncode == 2 and "both name standard input" in run.stderr
+
+
 def test_a_line_with_nul_is_aligned_as_python_aligns_it(lib, tiny_bundle, tmp_path, python_tokenizer):
     """U+0000 is not whitespace for str.split(): it stays inside its word, as in Python, which
     tokenizes it (to <unk> here); the tool passes words with their lengths (ta_align_sized)."""

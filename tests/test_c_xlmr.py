@@ -142,6 +142,7 @@ def test_languages_are_ignored_like_python(c_xlmr, lib):
 
     has = ctypes.c_int(5)
     assert lib.ta_aligner_get_language(c_xlmr.handle, b"eng_Latn", ctypes.byref(has)) == TA_OK and has.value == 0
+    assert lib.ta_aligner_has_language(c_xlmr.handle, b"eng_Latn") == 0 and b"no language codes" in lib.ta_errmsg()
     with_codes = c_xlmr.align([["a", "b"]], [["c"]], "eng_Latn", "deu_Latn")
     without = c_xlmr.align([["a", "b"]], [["c"]], None, None)
     assert with_codes[0] == without[0] == TA_OK and with_codes[2] == without[2]

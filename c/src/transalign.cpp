@@ -503,6 +503,9 @@ int ta_aligner_has_language(const ta_aligner *aligner, const char *lang) {
     int found = 0;
     guarded([&] {
         require(aligner != nullptr, "ta_aligner_has_language: aligner is NULL");
+        if (!aligner->tokenizer->has_langs())
+            throw Error(TA_ERR_LANGUAGE, "this bundle has no language codes (its tokenizer needs none): ta_align ignores "
+                                         "given codes");
         aligner->tokenizer->lang_id(lang);
         found = 1;
     });

@@ -6,8 +6,8 @@
  *                    [--precision fp32|int8|fp16] [--provider auto|cpu|cuda] [--threads N]
  *                    [--threshold T] [--batch-tokens N] [--skip-long] [-o OUT]
  *
- * Input: one sentence per line (a "\r" before "\n" is dropped, a UTF-8 BOM at the start of the
- * file too), words split on Unicode whitespace as Python's str.split() (so U+0000 is part of a
+ * Input: one sentence per line ("-": standard input, for one side; a "\r" before "\n" is
+ * dropped, a UTF-8 BOM at the start of the file too), words split on Unicode whitespace as Python's str.split() (so U+0000 is part of a
  * word, as in Python, and reaches the library through ta_align_sized).
  *
  * Output (-o), the policy of transalign/outputs.py, checked before any work:
@@ -130,11 +130,11 @@ static int read_lines(const char *path, file_t *file) {
     size_t cap = 0;
     long got, bad;
     memset(file, 0, sizeof *file);
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+    if (strcmp(path, "-") != 0 && stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
         fprintf(stderr, "transalign-align: %s: is a directory, expected a text file\n", path);
         return -1;
     }
-    in = fopen(path, "rb");
+    in = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
     if (!in) {
         fprintf(stderr, "transalign-align: %s: %s\n", path, errno == ENOENT ? "file not found" : strerror(errno));
         return -1;
@@ -149,7 +149,7 @@ static int read_lines(const char *path, file_t *file) {
             fprintf(stderr, "transalign-align: %s, line %zu: not valid UTF-8 (bad byte at %ld); convert the file to "
                             "UTF-8\n", path, file->n + 1, bad);
             free(buf);
-            fclose(in);
+            if (in != stdin) fclose(in);
             return -1;
         }
         if (file->n == 0 && len >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0) memmove(buf, buf + 3, (len -= 3) + 1);
@@ -171,16 +171,16 @@ static int read_lines(const char *path, file_t *file) {
     if (ferror(in)) {
         fprintf(stderr, "transalign-align: %s: read error: %s\n", path, strerror(errno));
         free(buf);
-        fclose(in);
+        if (in != stdin) fclose(in);
         return -1;
     }
     free(buf);
-    fclose(in);
+    if (in != stdin) fclose(in);
     return 0;
 fail:
     fprintf(stderr, "transalign-align: %s: out of memory\n", path);
     free(buf);
-    fclose(in);
+    if (in != stdin) fclose(in);
     return -1;
 }
 
@@ -439,6 +439,11 @@ int main(int argc, char **argv) {
         i += takes;
     }
     if (!bundle || !src_path || !tgt_path) return usage();
+    if (strcmp(src_path, "-") == 0 && strcmp(tgt_path, "-") == 0) {
+        fprintf(stderr, "transalign-align: --src and --tgt both name standard input; at most one side can be read "
+                        "from it\n");
+        return 2;
+    }
     inputs[0] = src_path;
     inputs[1] = tgt_path;
     if (check_output(&output, out_path, inputs, 2) != 0) return 1;  /* before any work */
