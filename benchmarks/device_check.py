@@ -10,8 +10,8 @@ Writes one JSON document and prints its table:
 - agreement: links of fp32 and fp16 on the device against CPU fp32 on the tiny bundle (and an
   e5 bundle with ``--e5-bundle``, on the csen gold pairs, with AER): identical pairs, link F1;
 - throughput: the full-size NLLB stand-in (random weights, the authors' adapter; bam-en pairs,
-  repeated) for fp32 and fp16 across token budgets: pairs/s, real encoder tokens/s, GPU
-  utilisation sampled with nvidia-smi where it is readable;
+  repeated) for fp32 and fp16 across token budgets, pipeline off and on (engine/pipeline.py):
+  pairs/s, real encoder tokens/s, GPU utilisation sampled with nvidia-smi where it is readable;
 - latency: single-pair p50 / p99 at the default budget;
 - baseline: the authors' PyTorch procedure (benchmarks/reference_baseline.py) on the same
   device in the same run, and the engine's best pairs/s over it.
@@ -57,8 +57,7 @@ class Plan:
     agreement_pairs: int
     latency_pairs: int
     baseline_pairs: int
-    skipped: list = field(default_factory=lambda: [{"part": "pipeline on/off", "reason": "the engine has no "
-                                                                    "pipeline switch to compare yet"}])
+    skipped: list = field(default_factory=list)
 
     @classmethod
     def device(cls) -> "Plan":
@@ -203,16 +202,19 @@ def throughput_part(plan: Plan, standin: Path, seen: list) -> tuple[list[dict], 
     for precision in plan.precisions:
         aligner = _load(standin, plan.provider, precision, seen, "stand-in")
         measure_run(aligner, src[:256], tgt[:256], *LANGS, on_too_long="skip")  # warm-up
-        for budget in plan.budgets:
+        for budget, pipelined in ((b, p) for b in plan.budgets for p in (False, True)):
+            aligner.pipelined = pipelined  # LoadOptions.pipeline, switchable between calls
             measure_run(aligner, src[:64], tgt[:64], *LANGS, batch_tokens=budget, on_too_long="skip")
             with GpuSampler() as gpu:
                 run = measure_run(aligner, src, tgt, *LANGS, batch_tokens=budget, on_too_long="skip")
             rows.append({"precision": precision, "provider": plan.provider, "batch_tokens": budget,
+                         "pipeline": "on" if pipelined else "off",
                          "pairs": run["pairs"], "seconds": run["e2e"], "pairs_per_s": run["pairs"] / run["e2e"],
                          "real_tokens_per_s": run["real_tokens"] / run["e2e"],
                          "padding_waste": 1 - run["real_tokens"] / max(run["padded_tokens"], 1),
                          "breakdown_s": run["seconds"], "gpu_utilisation_pct": gpu.mean,
                          "links_sha256": _sha(run["text"])})
+        aligner.pipelined = aligner.options.pipelined(plan.provider)  # latency with the provider's default
         lengths = [len(a) + len(b) for a, b in zip(src[:1274], tgt[:1274])]
         picks = nearest_to_quantile(lengths, 0.5, min(plan.latency_pairs, len(lengths)))
         for i in picks:  # untimed round
@@ -379,7 +381,7 @@ def run(plan: Plan, args) -> dict:
                                                            f"peft: {exc}"})
     doc["seconds"]["baseline"] = time.perf_counter() - start
     best = max(doc["throughput"], key=lambda r: r["pairs_per_s"])
-    doc["summary"] = {"best": {k: best[k] for k in ("precision", "batch_tokens", "pairs_per_s")},
+    doc["summary"] = {"best": {k: best[k] for k in ("precision", "batch_tokens", "pipeline", "pairs_per_s")},
                       "over_baseline": best["pairs_per_s"] / doc["baseline"]["pairs_per_s"] if doc["baseline"] else None,
                       "knee_batch_tokens": knee(doc["throughput"])}
     doc["seconds"]["total"] = time.perf_counter() - clock
@@ -388,12 +390,13 @@ def run(plan: Plan, args) -> dict:
 
 
 def knee(rows: list[dict]) -> dict:
-    """Per precision: the smallest budget within 5% of that precision's best pairs/s."""
+    """Per precision and pipeline state ("fp16 pipeline on"): the smallest budget within 5% of
+    that combination's best pairs/s."""
     out = {}
-    for precision in sorted({r["precision"] for r in rows}):
-        mine = sorted((r for r in rows if r["precision"] == precision), key=lambda r: r["batch_tokens"])
+    for key in sorted({(r["precision"], r["pipeline"]) for r in rows}):
+        mine = sorted((r for r in rows if (r["precision"], r["pipeline"]) == key), key=lambda r: r["batch_tokens"])
         top = max(r["pairs_per_s"] for r in mine)
-        out[precision] = next(r["batch_tokens"] for r in mine if r["pairs_per_s"] >= 0.95 * top)
+        out[f"{key[0]} pipeline {key[1]}"] = next(r["batch_tokens"] for r in mine if r["pairs_per_s"] >= 0.95 * top)
     return out
 
 
@@ -409,11 +412,12 @@ def render(doc: dict) -> str:
               f"{a['identical_pairs']:.2%} | {a['link_f1']:.4f} | "
               + (f"{a['aer']:.4f} ({a['reference_aer']:.4f})" if a["aer"] is not None else "-") + " |"
               for a in doc["agreement"]]
-    lines += ["", "| throughput: precision | batch tokens | pairs/s | real tokens/s | padding | GPU % |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "| throughput: precision | batch tokens | pipeline | pairs/s | real tokens/s | padding | GPU % |",
+              "|---|---|---|---|---|---|---|"]
     for r in doc["throughput"]:
         gpu = f"{r['gpu_utilisation_pct']:.0f}" if r["gpu_utilisation_pct"] is not None else "-"
-        lines.append(f"| {r['provider']} {r['precision']} | {r['batch_tokens']} | {r['pairs_per_s']:,.1f} | "
+        lines.append(f"| {r['provider']} {r['precision']} | {r['batch_tokens']} | {r['pipeline']} | "
+                     f"{r['pairs_per_s']:,.1f} | "
                      f"{r['real_tokens_per_s']:,.0f} | {r['padding_waste']:.1%} | {gpu} |")
     lines += ["", "| latency (one pair) | p50 ms | p99 ms |", "|---|---|---|"]
     lines += [f"| {k} | {v['p50']:.1f} | {v['p99']:.1f} |" for k, v in doc["latency"].items()]

@@ -38,7 +38,8 @@ def test_the_document_has_every_part(dry_run):
     assert doc["mode"] == "cpu-dry-run" and doc["format_version"] == 1
     assert "CPUExecutionProvider" in doc["providers"]["available"] and doc["providers"]["under_test"] == "cpu"
     assert doc["providers"]["sessions"] and all(s["ran"] == "cpu" == s["asked"] for s in doc["providers"]["sessions"])
-    assert [(r["precision"], r["batch_tokens"]) for r in doc["throughput"]] == [("fp32", b) for b in plan.budgets]
+    assert [(r["precision"], r["batch_tokens"], r["pipeline"]) for r in doc["throughput"]] == \
+        [("fp32", b, p) for b in plan.budgets for p in ("off", "on")]
     assert set(doc["latency"]) == {"fp32"} and doc["baseline"]["device"] == "cpu"
     assert set(doc["seconds"]) == {"agreement", "throughput", "baseline", "total"}
 
@@ -74,7 +75,7 @@ def test_figures_follow_from_the_stored_measurements(dry_run):
         assert r["pairs_per_s"] == pytest.approx(r["pairs"] / r["seconds"])
         assert 0 <= r["padding_waste"] < 1 and r["gpu_utilisation_pct"] is None  # no nvidia-smi on CPU
         assert f"{r['pairs_per_s']:,.1f}" in stdout
-    # the budget changes the batches, never the links (fp32 is batch-invariant)
+    # the budget and the pipeline change the batches and their order, never the links
     assert len({r["links_sha256"] for r in doc["throughput"]}) == 1
     best = max(doc["throughput"], key=lambda r: r["pairs_per_s"])
     assert doc["summary"]["best"]["pairs_per_s"] == best["pairs_per_s"]
@@ -82,7 +83,8 @@ def test_figures_follow_from_the_stored_measurements(dry_run):
     assert doc["baseline"]["pairs_per_s"] == pytest.approx(doc["baseline"]["pairs"] / doc["baseline"]["seconds"])
     lat = doc["latency"]["fp32"]
     assert 0 < lat["p50"] <= lat["p99"] and lat["samples"] == 3 * doc["plan"]["latency_pairs"]
-    assert doc["summary"]["knee_batch_tokens"]["fp32"] in doc["plan"]["budgets"]
+    assert set(doc["summary"]["knee_batch_tokens"]) == {"fp32 pipeline off", "fp32 pipeline on"}
+    assert all(b in doc["plan"]["budgets"] for b in doc["summary"]["knee_batch_tokens"].values())
 
 
 def test_a_device_run_without_cuda_fails_before_building_anything(tmp_path):
