@@ -61,7 +61,7 @@ class Plan:
 
     @classmethod
     def device(cls) -> "Plan":
-        return cls("device", "cuda", ("fp32", "fp16"), (8192, 16384, 32768, 65536), 10192, 1274, 50, 1274)
+        return cls("device", "cuda", ("fp32", "fp16"), (8192, 16384, 32768, 65536), 10192, 1274, 50, 600)
 
     @classmethod
     def dry(cls) -> "Plan":
