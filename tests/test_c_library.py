@@ -593,13 +593,40 @@ BAD_MANIFESTS = [
     (lambda m: m.update(hidden_size=-1), "'hidden_size' is -1"),
     (lambda m: m.update(default_threshold=2.0), "'default_threshold' is 2.0, not in [0, 1)"),
     (lambda m: m.update(default_threshold=-0.5), "'default_threshold' is -0.5, not in [0, 1)"),
-    (lambda m: m.update(vocab_size=500), "'vocab_size' is 500, smaller than the tokenizer's vocabulary"),
+    (lambda m: m.update(vocab_size=500), "'vocab_size' is 500: model.onnx's token table has"),
 ]
 
 
 @pytest.mark.parametrize("edit,fragment", BAD_MANIFESTS, ids=[f for _, f in BAD_MANIFESTS])
 def test_manifest_fields_out_of_range_are_refused_naming_the_field(lib, tiny_bundle, tmp_path, edit, fragment):
     _open_fails(lib, _copy_bundle(tiny_bundle, tmp_path, edit), TA_ERR_BUNDLE, fragment)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_manifest_checked_against_the_graph_like_python(lib, tiny_bundle, tmp_path, precision):
+    """engine/graph_facts.py's bounds, read by C from the same graph file: the position table
+    bounds max_positions, the output width is hidden_size, the token table is vocab_size."""
+    from transalign.engine.bundle import BundleError, MODEL_FILES
+    from transalign.engine.graph_facts import graph_facts
+
+    facts = graph_facts(tiny_bundle / MODEL_FILES[precision])
+    manifest = read_manifest(tiny_bundle, verify_hashes=False)
+    assert facts.position_rows is not None and facts.vocab_size is not None and facts.hidden_size == 32
+    limit = facts.position_rows - (manifest.tokenizer.pad_id + 1 if facts.positions_after_padding else 0)
+    cases = [("max_positions", limit + 1, f"position table holds {limit} positions"),
+             ("hidden_size", 16, f"outputs {facts.hidden_size} values per token"),
+             ("vocab_size", facts.vocab_size + 1, f"token table has {facts.vocab_size} rows")]
+    for field, value, reason in cases:
+        bundle = _copy_bundle(tiny_bundle, tmp_path, lambda m: m.update({field: value}), name=f"{field}-{precision}")
+        _open_fails(lib, bundle, TA_ERR_BUNDLE, f"'{field}' is {value}: {MODEL_FILES[precision]}{chr(39)}s" if
+                    field != "hidden_size" else f"'{field}' is {value}: {MODEL_FILES[precision]} {reason}",
+                    precision=precision)
+        with pytest.raises(BundleError, match=field):  # and the Python engine refuses it too
+            read_manifest(bundle, verify_hashes=False, precision=precision)
+    fits = _copy_bundle(tiny_bundle, tmp_path, lambda m: m.update(max_positions=limit), name=f"fits-{precision}")
+    aligner = CAligner(lib, fits, precision=precision)
+    assert aligner.status == TA_OK, aligner.message
+    aligner.close()
 
 
 def test_manifest_symlink_out_of_the_bundle_is_refused(lib, tiny_bundle, tmp_path):

@@ -276,7 +276,32 @@ ExtractOptions extraction_of(const Manifest &manifest) {
     return options;
 }
 
-void check_token_ids(const Manifest &manifest, int64_t vocab) {
+int64_t check_against_graph(const Manifest &manifest, const GraphFacts &facts, const std::string &name) {
+    const std::string where = manifest.root + "/manifest.json";
+    auto bad = [&](const std::string &field, int64_t value, const std::string &reason) {
+        return Error(TA_ERR_BUNDLE, where + ": manifest field '" + field + "' is " + std::to_string(value) + ": " + reason +
+                                    "; the manifest is damaged or was edited, export the bundle again");
+    };
+    if (facts.hidden_size >= 0 && manifest.hidden_size != facts.hidden_size)
+        throw bad("hidden_size", manifest.hidden_size, name + " outputs " + std::to_string(facts.hidden_size) +
+                                                           " values per token");
+    if (facts.vocab_size >= 0 && manifest.vocab_size && manifest.vocab_size != facts.vocab_size)
+        throw bad("vocab_size", manifest.vocab_size, name + "'s token table has " + std::to_string(facts.vocab_size) + " rows");
+    return facts.vocab_size >= 0 ? facts.vocab_size : manifest.vocab_size;
+}
+
+void check_positions(const Manifest &manifest, const GraphFacts &facts, const std::string &name) {
+    if (facts.position_rows < 0) return;
+    const int64_t offset = facts.positions_after_padding ? manifest.tokenizer.pad_id + 1 : 0;
+    const int64_t limit = facts.position_rows - offset;
+    if (manifest.max_positions > limit)
+        throw Error(TA_ERR_BUNDLE, manifest.root + "/manifest.json: manifest field 'max_positions' is " +
+                                   std::to_string(manifest.max_positions) + ": " + name + "'s position table holds " +
+                                   std::to_string(limit) + " positions; the manifest is damaged or was edited, export "
+                                   "the bundle again");
+}
+
+void check_token_ids(const Manifest &manifest, int64_t vocab, int64_t model_vocab) {
     const std::string where = manifest.root + "/manifest.json";
     auto check = [&](const std::string &name, int64_t id) {
         if (id < 0 || id >= vocab)
@@ -292,10 +317,11 @@ void check_token_ids(const Manifest &manifest, int64_t vocab) {
     for (auto &item : spec.added_tokens) check("tokenizer.added_tokens." + item.first, item.second);
     for (size_t k = 0; k < spec.prefix_ids.size(); ++k) check("tokenizer.prefix_ids[" + std::to_string(k) + "]", spec.prefix_ids[k]);
     for (size_t k = 0; k < spec.suffix_ids.size(); ++k) check("tokenizer.suffix_ids[" + std::to_string(k) + "]", spec.suffix_ids[k]);
-    if (manifest.vocab_size && vocab > manifest.vocab_size)  // the graph could not embed every token id
-        throw Error(TA_ERR_BUNDLE, where + ": manifest field 'vocab_size' is " + std::to_string(manifest.vocab_size) +
-                                   ", smaller than the tokenizer's vocabulary of " + std::to_string(vocab) +
-                                   "; the manifest is damaged or was edited, export the bundle again");
+    if (model_vocab > 0 && vocab > model_vocab)  // the model could not embed every token id
+        throw Error(TA_ERR_BUNDLE, where + ": the tokenizer's vocabulary of " + std::to_string(vocab) +
+                                   " ids exceeds the model's token table of " + std::to_string(model_vocab) +
+                                   " rows (manifest field 'vocab_size' " + std::to_string(manifest.vocab_size) +
+                                   "); the manifest is damaged or was edited, export the bundle again");
 }
 
 }  // namespace ta

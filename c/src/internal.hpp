@@ -59,8 +59,25 @@ std::string sha256_file(const std::string &path);  // hex; throws Error
 struct ExtractOptions;
 ExtractOptions extraction_of(const Manifest &manifest);
 // Every token id of the manifest (special tokens, language codes, added tokens, prefix/suffix)
-// in [0, vocab): the tokenizer's vocabulary. Throws Error(TA_ERR_BUNDLE) naming the field.
-void check_token_ids(const Manifest &manifest, int64_t vocab);
+// in [0, vocab): the tokenizer's vocabulary, which must fit the model's token table
+// (model_vocab: the graph's rows, else the manifest's vocab_size, else 0 = unknown).
+// Throws Error(TA_ERR_BUNDLE) naming the field.
+void check_token_ids(const Manifest &manifest, int64_t vocab, int64_t model_vocab);
+
+// ---- graph.cpp: the graph's own bounds (transalign/engine/graph_facts.py) ----
+
+struct GraphFacts {
+    int64_t vocab_size = -1;     // rows of the token table gathered with input_ids; -1: none found
+    int64_t position_rows = -1;  // rows of the position table; -1: none found
+    bool positions_after_padding = false;  // positions count from pad_id + 1 (M2M100, XLM-R)
+    int64_t hidden_size = -1;    // static last dimension of the output; -1: symbolic
+};
+GraphFacts graph_facts(const std::string &path);  // throws Error(TA_ERR_BUNDLE)
+// hidden_size and vocab_size of the manifest against the graph `name`; returns the model's
+// vocabulary (graph, else manifest vocab_size, else 0). Throws Error naming the field.
+int64_t check_against_graph(const Manifest &manifest, const GraphFacts &facts, const std::string &name);
+// max_positions within the graph's position table (after the token ids, as bundle.py orders it).
+void check_positions(const Manifest &manifest, const GraphFacts &facts, const std::string &name);
 
 // ---- tokenizer.cpp: NLLB tokenization (transalign/engine/tokenizers/nllb.py) ----
 

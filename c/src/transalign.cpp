@@ -429,9 +429,12 @@ int ta_open(const char *bundle_dir, const ta_open_options *options, ta_aligner *
         al->batch_overhead = cuda ? TA_BATCH_OVERHEAD_TOKENS_CUDA : TA_BATCH_OVERHEAD_TOKENS_CPU;
         al->max_chars = static_cast<size_t>(TA_CHARS_PER_POSITION) * static_cast<size_t>(al->manifest.max_positions);
         al->tokenizer.reset(new ta::NllbTokenizer(bundle_dir, spec));
-        ta::check_token_ids(al->manifest, al->tokenizer->vocab_size());
-        al->session.reset(new ta::Session(ta::bundle_path(bundle_dir, ta::model_file(precision)), al->provider,
-                                          defaults.threads, defaults.ort_library));
+        const std::string graph = ta::bundle_path(bundle_dir, ta::model_file(precision));
+        const ta::GraphFacts facts = ta::graph_facts(graph);  // the checks of bundle.py check_manifest_ranges
+        const int64_t model_vocab = ta::check_against_graph(al->manifest, facts, ta::model_file(precision));
+        ta::check_token_ids(al->manifest, al->tokenizer->vocab_size(), model_vocab);
+        ta::check_positions(al->manifest, facts, ta::model_file(precision));
+        al->session.reset(new ta::Session(graph, al->provider, defaults.threads, defaults.ort_library));
         *out = al.release();
     });
 }
