@@ -130,7 +130,7 @@ bool has_alnum(const char *s, size_t n);
 // Code points of valid UTF-8 (Python len()).
 size_t utf8_chars(const char *s, size_t n);
 
-// ---- transalign.cpp: the batch plan (transalign/engine/batching.py) ----
+// ---- batching.cpp: the batch plan (transalign/engine/batching.py) ----
 
 struct BatchPlan {
     std::vector<size_t> order;  // sequence indices, longest first (stable)
