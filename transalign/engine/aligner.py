@@ -40,7 +40,7 @@ from transalign.engine.options import (LENGTH_POLICIES, LoadOptions, OptionError
                                        check_length_policy, resolve_extraction, resolve_languages)
 from transalign.engine.pipeline import BufferPool, run_ahead
 from transalign.engine.prepare import PreparedPairs, Preparer, Sentence, TooLongError, words_of
-from transalign.engine.session import open_session, resolve_provider
+from transalign.engine.session import open_session, resolve_provider, session_provider
 
 __all__ = ["Aligner", "AlignResult", "AlignResults", "AlignStats", "NonFiniteError", "PreparedPairs",
            "TooLongError", "LENGTH_POLICIES", "usable_threads"]
@@ -196,7 +196,11 @@ class Aligner:
         threads, notice = usable_threads(options.threads)
         if notice:
             warnings.warn(notice, stacklevel=2)
-        session = open_session(root / MODEL_FILES[options.precision], resolved, threads)
+        session = open_session(root / MODEL_FILES[options.precision], resolved, threads, requested=options.provider)
+        resolved = session_provider(session)  # auto with a CUDA that could not start: CPU (warned), CPU budget
+        if options.precision == "fp16" and resolved != "cuda":
+            raise OptionError("precision", "fp16", "fp16 models are for the CUDA provider, which could not start; "
+                              "use fp32 or int8 on CPU")
         tokenizer = load_tokenizer(root, manifest.tokenizer)
         return cls(root, manifest, tokenizer, session, resolved, options.precision, threads, options,
                    (notice,) if notice else ())

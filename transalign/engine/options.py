@@ -36,6 +36,8 @@ PIPELINE_CHOICES = ("auto", "on", "off")  # LoadOptions.pipeline
 # library applies the same number.
 CHARS_PER_POSITION = 32
 SIDES = {"src_lang": "source", "tgt_lang": "target"}
+# the rule's words, for front ends whose own validator (the service's schema) checks the range first
+THRESHOLD_RULE = "must be a number in [0, 1), e.g. 0.001 (the paper's)"
 
 
 class OptionError(ValueError):
@@ -182,7 +184,7 @@ def resolve_extraction(manifest, method: str | None = None, word_level: str | No
         raise OptionError("threshold", threshold, f"applies to method softmax only, not to {method}; leave it out")
     value = manifest.default_threshold if threshold is None else threshold
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) < 1.0:
-        raise OptionError("threshold", value, "must be a number in [0, 1), e.g. 0.001 (the paper's)")
+        raise OptionError("threshold", value, THRESHOLD_RULE)
     from transalign.kernels import Extraction
 
     return Extraction(method, word_level, float(value), scores)

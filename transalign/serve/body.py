@@ -134,5 +134,9 @@ def _describe(error: dict) -> tuple[str, int | None, ApiError | None]:
         if error.get("type") in ("missing", "extra_forbidden"):
             return f"pairs[{loc[1]}].{loc[2]}: {error.get('msg')}", loc[1], None
         return f"pairs[{loc[1]}].{loc[2]} must be a string (split on whitespace) or a list of strings", loc[1], None
+    if loc == ["threshold"] and error.get("type") in ("less_than", "greater_than_equal", "finite_number"):
+        from transalign.engine.options import THRESHOLD_RULE
+
+        return f"threshold: {THRESHOLD_RULE}", None, None  # the engine's words (engine.options)
     pair = loc[1] if len(loc) > 1 and loc[0] == "pairs" and isinstance(loc[1], int) else None
     return f"{location(loc) or 'body'}: {error.get('msg', 'invalid')}", pair, None
