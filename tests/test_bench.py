@@ -211,8 +211,8 @@ def test_files_and_an_fp32_baseline_when_only_int8_is_measured(tiny_bundle, tmp_
     (["--src", "SRC"], "--src needs --tgt"),
     (["--tgt", "TGT"], "--tgt needs --src"),
     (["--src", "SRC", "--tgt", "TGT", "--synthetic", "5"], "not both"),
-    (["--src", "SRC", "--tgt", "TGT"], "give --src-lang and --tgt-lang"),
-    (["--synthetic", "5", "--src-lang", "xx_Latn"], "unknown language code 'xx_Latn'"),
+    (["--src", "SRC", "--tgt", "TGT"], "--src-lang is required: this m2m100 bundle starts every source sentence"),
+    (["--synthetic", "5", "--src-lang", "xx_Latn"], "--src-lang 'xx_Latn': unknown language code"),
     (["--synthetic", "0"], "--synthetic must be a positive number"),
     (["--repeat", "0"], "--repeat must be at least 1"),
     (["--latency-pairs", "-1"], "--latency-pairs must be 0"),
@@ -229,11 +229,18 @@ def test_bad_options_are_clear_errors(tiny_bundle, tmp_path, capsys, extra, mess
     assert err.startswith("transalign bench: error:") and message in err
 
 
-@pytest.mark.parametrize("extra", [["--threads", "0"], ["--threads", "2,x"], ["--batch-tokens", "-5"]])
-def test_bad_numbers_are_refused_by_the_parser(tiny_bundle, capsys, extra):
+def test_bad_numbers_are_refused_by_the_parser(tiny_bundle, capsys):
     with pytest.raises(SystemExit) as exc:
-        main(["bench", str(tiny_bundle), *extra])
-    assert exc.value.code == 2 and extra[0] in capsys.readouterr().err
+        main(["bench", str(tiny_bundle), "--threads", "2,x"])
+    assert exc.value.code == 2 and "--threads" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("extra", "message"), [(["--threads", "0"], "--threads 0: must be an integer >= 1"),
+                                                (["--batch-tokens", "-5"], "--batch-tokens -5: must be an integer in")])
+def test_out_of_range_numbers_get_the_engines_rule_before_any_work(tiny_bundle, capsys, extra, message):
+    assert main(["bench", str(tiny_bundle), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "loading" not in err
 
 
 def test_a_missing_bundle_and_an_unavailable_provider_are_clear_errors(tmp_path, tiny_bundle, capsys):

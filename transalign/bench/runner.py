@@ -120,8 +120,10 @@ def _workload(options: BenchOptions, manifest, tokenizer) -> tuple[dict, list, l
     from transalign.bench.synthetic import fit_to_model, synthetic_pairs
     from transalign.formats.text import read_sentences
 
+    from transalign.engine.options import resolve_languages
+
     src_lang, tgt_lang = options.src_lang, options.tgt_lang
-    languages = getattr(tokenizer, "languages", ())
+    languages = manifest.tokenizer.lang_code_ids
     if options.src is not None:
         src = read_sentences(options.src, options.input_format)
         tgt = read_sentences(options.tgt, options.input_format)
@@ -130,24 +132,19 @@ def _workload(options: BenchOptions, manifest, tokenizer) -> tuple[dict, list, l
                              "every source sentence needs exactly one target sentence")
         if not src:
             raise ValueError(f"{options.src} has no sentences to benchmark")
-        if languages and (src_lang is None or tgt_lang is None):
-            raise ValueError("this bundle's tokenizer needs language codes: give --src-lang and --tgt-lang "
-                             "(e.g. bam_Latn, eng_Latn)")
         meta = {"source": "files", "src_file": str(options.src), "tgt_file": str(options.tgt), "seed": None}
-    else:
-        if languages:  # synthetic words are language-neutral; any two codes give the sequence shape
-            src_lang = src_lang or ("eng_Latn" if "eng_Latn" in languages else sorted(languages)[0])
-            others = [c for c in sorted(languages) if c != src_lang] or [src_lang]
-            tgt_lang = tgt_lang or next((c for c in PARTNERS if c in others), others[0])
+    elif languages:  # synthetic words are language-neutral: any two codes give the sequence shape
+        src_lang = src_lang or ("eng_Latn" if "eng_Latn" in languages else sorted(languages)[0])
+        others = [c for c in sorted(languages) if c != src_lang] or [src_lang]
+        tgt_lang = tgt_lang or next((c for c in PARTNERS if c in others), others[0])
+    resolved = resolve_languages(manifest, src_lang, tgt_lang)  # the engine's rule; the CLI names the flag
+    src_lang, tgt_lang = resolved.src, resolved.tgt
+    if options.src is None:
         n = options.synthetic or DEFAULT_SYNTHETIC
         src, tgt = synthetic_pairs(Path(options.bundle), manifest.tokenizer, n, options.seed)
-        tokenizer.check_lang(src_lang)
-        tokenizer.check_lang(tgt_lang)
         src = fit_to_model(src, tokenizer, src_lang, manifest.max_positions)
         tgt = fit_to_model(tgt, tokenizer, tgt_lang, manifest.max_positions)
         meta = {"source": "synthetic", "seed": options.seed, "src_file": None, "tgt_file": None}
-    tokenizer.check_lang(src_lang)
-    tokenizer.check_lang(tgt_lang)
     counts = {}
     for side, sentences, lang in (("src", src, src_lang), ("tgt", tgt, tgt_lang)):
         encoded = tokenizer.encode_batch(sentences, lang)

@@ -20,9 +20,7 @@ def _int_list(flag: str):
             values = tuple(int(x) for x in text.split(","))
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
-        if any(v < 1 for v in values):
-            raise argparse.ArgumentTypeError(f"{text!r}: every value must be a positive integer")
-        return values
+        return values  # their range is the engine's rule (LoadOptions), checked in run()
 
     parse.__name__ = flag  # argparse names the option in its error
     return parse
@@ -80,7 +78,12 @@ def run(args) -> int:
     from pathlib import Path
 
     from transalign.bench.runner import BenchOptions, run_bench
+    from transalign.engine.options import LoadOptions
 
+    for threads in args.threads:  # every value checked by the engine's rule before any measuring
+        LoadOptions(threads=threads)
+    for budget in args.batch_tokens:
+        LoadOptions(batch_tokens=budget)
     if args.json and not Path(args.json).resolve().parent.is_dir():  # fail now, not after the measuring
         raise ValueError(f"--json {args.json}: directory {Path(args.json).resolve().parent} does not exist")
     options = BenchOptions(bundle=args.bundle, src=args.src, tgt=args.tgt, synthetic=args.synthetic, seed=args.seed,

@@ -25,9 +25,20 @@ def _floats(text: str) -> list[float]:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values or any(not 0.0 <= v < 1.0 for v in values):
-        raise argparse.ArgumentTypeError(f"thresholds must be in [0, 1), got {text!r}")
-    return values
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+    return values  # their range is the engine's rule, checked in run() (engine.options.check_threshold)
+
+
+def _check_thresholds(thresholds: list[float]) -> None:
+    from transalign.cli import UserError
+    from transalign.engine.options import OptionError, check_threshold
+
+    for value in thresholds:
+        try:
+            check_threshold(value)
+        except OptionError as exc:
+            raise UserError(exc.named("--thresholds")) from None
 
 
 def _names(allowed: tuple[str, ...]):
@@ -74,6 +85,7 @@ def run(args) -> int:
     from transalign.tuning import read_gold_dir, settings, tune, tuning_record, write_default
 
     options = load_options(args)
+    _check_thresholds(args.thresholds)
     if args.write:  # a bundle we cannot write is refused before minutes of tuning
         check_output(Path(args.bundle) / MANIFEST_NAME, flag="--write")
     src, tgt, gold = read_gold_dir(args.gold_dir)

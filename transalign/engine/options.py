@@ -182,12 +182,17 @@ def resolve_extraction(manifest, method: str | None = None, word_level: str | No
         raise OptionError("scores", scores, "must be true or false")
     if threshold is not None and method != "softmax":
         raise OptionError("threshold", threshold, f"applies to method softmax only, not to {method}; leave it out")
-    value = manifest.default_threshold if threshold is None else threshold
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) < 1.0:
-        raise OptionError("threshold", value, THRESHOLD_RULE)
+    value = check_threshold(manifest.default_threshold if threshold is None else threshold)
     from transalign.kernels import Extraction
 
-    return Extraction(method, word_level, float(value), scores)
+    return Extraction(method, word_level, value, scores)
+
+
+def check_threshold(value: object) -> float:
+    """A softmax threshold: a real number in [0, 1) (`OptionError` "threshold" otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) < 1.0:
+        raise OptionError("threshold", value, THRESHOLD_RULE)
+    return float(value)
 
 
 # -- loading and limits ------------------------------------------------------------------------
