@@ -60,6 +60,10 @@ def ensure_bundle(bundle: Path, rebuild: bool) -> Path:
         try:
             manifest = read_manifest(bundle, verify_hashes=False)  # Aligner.load checks the hashes
             if set(PRECISIONS) <= set(manifest.precisions):
+                if not manifest.tokenizer.sentencepiece_file:  # exported before export wrote it (the C library reads it)
+                    from transalign.export.spm_model import add_to_bundle
+
+                    add_to_bundle(bundle)
                 log(f"[1-2] bundle {bundle} is ready (layer {manifest.layer}, {', '.join(manifest.precisions)})")
                 return bundle
         except BundleError:

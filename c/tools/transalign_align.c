@@ -390,6 +390,25 @@ static int parse_count(const char *flag, const char *value, unsigned long *out) 
     return 0;
 }
 
+/* The library's message names an option as the engine does ("src_lang 'xyz': unknown language
+ * code ..."); the tool says it under its own flag, as the Python CLI does (cli/options.py). */
+static void report_error(ta_status status) {
+    static const char *const names[][2] = {
+        {"src_lang", "--src-lang"}, {"tgt_lang", "--tgt-lang"}, {"threshold", "--threshold"},
+        {"batch_tokens", "--batch-tokens"}, {"threads", "--threads"}, {"precision", "--precision"},
+        {"provider", "--provider"},
+    };
+    const char *message = ta_errmsg();
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; ++k) {
+        size_t n = strlen(names[k][0]);
+        if (strncmp(message, names[k][0], n) == 0 && (message[n] == ' ' || message[n] == ':')) {
+            fprintf(stderr, "transalign-align: %s: %s%s\n", ta_status_name(status), names[k][1], message + n);
+            return;
+        }
+    }
+    fprintf(stderr, "transalign-align: %s: %s\n", ta_status_name(status), message);
+}
+
 int main(int argc, char **argv) {
     const char *bundle = NULL, *src_path = NULL, *tgt_path = NULL, *src_lang = NULL, *tgt_lang = NULL, *out_path = NULL;
     const char *inputs[2];
@@ -424,13 +443,14 @@ int main(int argc, char **argv) {
         } else if (strcmp(arg, "--threshold") == 0) {
             if (parse_double(arg, value, &align_options.threshold) != 0) return 2;
             if (align_options.threshold < 0) {  /* negative means "the default" to the library */
-                fprintf(stderr, "transalign-align: --threshold %s: must be a number in [0, 1)\n", value);
+                fprintf(stderr, "transalign-align: --threshold %s: must be a number in [0, 1), e.g. 0.001 (the paper's)\n",
+                        value);
                 return 2;
             }
         } else if (strcmp(arg, "--batch-tokens") == 0) {
             if (parse_count(arg, value, &count) != 0) return 2;
             if (count == 0) {
-                fprintf(stderr, "transalign-align: --batch-tokens 0: must be an integer >= 1\n");
+                fprintf(stderr, "transalign-align: --batch-tokens 0: must be an integer in 1..65536\n");
                 return 2;
             }
             align_options.batch_tokens = (size_t)count;
@@ -471,12 +491,12 @@ int main(int argc, char **argv) {
 
     status = ta_open(bundle, &open_options, &aligner);
     if (status != TA_OK) {
-        fprintf(stderr, "transalign-align: %s: %s\n", ta_status_name(status), ta_errmsg());
+        report_error(status);
         goto done;
     }
     status = ta_align_sized(aligner, src, tgt, src_file.n, src_lang, tgt_lang, &align_options, &result);
     if (status != TA_OK) {
-        fprintf(stderr, "transalign-align: %s: %s\n", ta_status_name(status), ta_errmsg());
+        report_error(status);
         goto done;
     }
     if (write_output(&output, result) != 0) goto done;
