@@ -63,21 +63,11 @@ def iter_text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
 
 
 def iter_conll(path: str | os.PathLike) -> Iterator[tuple[int, list[list[str]]]]:
-    """``(line number of its first token, [columns of each token line])`` per CoNLL sentence.
-
-    Every token line of a sentence has the same number of columns (token, then labels); a file
-    of plain sentences read as CoNLL breaks that at once (its lines hold varying numbers of
-    words), and is refused naming the line, instead of being read as one giant sentence whose
-    tokens are the first word of each line."""
+    """``(line number of its first token, [columns of each token line])`` per CoNLL sentence."""
     rows: list[list[str]] = []
     first = 0
     for number, text in iter_text_lines(path):
         columns = text.split()
-        if columns and rows and len(columns) != len(rows[0]):
-            raise InputError(f"{path}, line {number}: {len(columns)} columns where line {first} has "
-                             f"{len(rows[0])}; this does not look like CoNLL (one token per line, the same columns "
-                             "on every line, a blank line between sentences). For one sentence per line use "
-                             "--input-format lines")
         if columns:
             first = first if rows else number
             rows.append(columns)
@@ -97,7 +87,21 @@ def iter_sentences(path: str | os.PathLike, fmt: str = "lines") -> Iterator[tupl
         raise InputError(f"input format {fmt!r} is not one of {', '.join(INPUT_FORMATS)}")
     if fmt == "lines":
         return ((number, text.split()) for number, text in iter_text_lines(path))
-    return ((first, [row[0] for row in rows]) for first, rows in iter_conll(path))
+    return ((first, [row[0] for row in _same_columns(path, first, rows)]) for first, rows in iter_conll(path))
+
+
+def _same_columns(path, first: int, rows: list[list[str]]) -> list[list[str]]:
+    """Every token line of a sentence has the same columns (token, then labels); a file of plain
+    sentences read as CoNLL breaks that at once (its lines hold varying numbers of words), and is
+    refused naming the line, instead of being read as one giant sentence whose tokens are the
+    first word of each line. (Labeled files get the projection's own, more specific checks.)"""
+    for offset, row in enumerate(rows):
+        if len(row) != len(rows[0]):
+            raise InputError(f"{path}, line {first + offset}: {len(row)} columns where line {first} has "
+                             f"{len(rows[0])}; this does not look like CoNLL (one token per line, the same columns "
+                             "on every line, a blank line between sentences). For one sentence per line use "
+                             "--input-format lines")
+    return rows
 
 
 def read_sentences(path: str | Path, fmt: str = "lines") -> list[list[str]]:
