@@ -23,6 +23,7 @@ extra and are imported only here.
 from __future__ import annotations
 
 import itertools
+import logging
 from pathlib import Path
 
 from transalign.corpus import reaper
@@ -95,6 +96,13 @@ class AlignBatch:
         return batch.select(self.output_columns) if self.output_columns else batch
 
 
+def _quiet_ray() -> None:
+    """A job's stderr carries its own progress and messages, not Ray's: its INFO lines and
+    progress logs are turned down to warnings. Errors still surface: they come back as exceptions."""
+    logging.getLogger("ray").setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
 def align_dataset(ds, bundle: str | Path, *, src_lang: str | None = None, tgt_lang: str | None = None,
                   precision: str = "fp32", provider: str = "auto", threshold: float | None = None,
                   batch_tokens: int | None = None, on_too_long: str = "error", workers: int = 1,
@@ -111,11 +119,13 @@ def align_dataset(ds, bundle: str | Path, *, src_lang: str | None = None, tgt_la
     ``rejects``: rows that cannot be aligned get a ``reject`` reason instead of failing (AlignBatch).
     ``method``, ``word_level``, ``threshold`` (None: the bundle's) and ``scores``: `Aligner.align`'s.
     """
+    import ray
+
     remote_args = {"num_cpus": threads or 1}
     if gpus_per_worker:
         remote_args["num_gpus"] = gpus_per_worker
     return ds.map_batches(
-        AlignBatch, batch_size=batch_size, batch_format="pyarrow", concurrency=workers,
+        AlignBatch, batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
         fn_constructor_kwargs={"bundle": str(bundle), "provider": provider, "precision": precision,
                                "threads": threads or 1, "src_lang": src_lang, "tgt_lang": tgt_lang,
                                "threshold": threshold, "batch_tokens": batch_tokens, "on_too_long": on_too_long,
@@ -192,7 +202,9 @@ def run_on_ray(job, input_path: Path, outdir: Path, settings: AlignSettings, loa
     bar = None if progress is None else progress(sum(starts[k][2] for k in pending)).update
     started, watcher = False, None
     if not ray.is_initialized():
-        ray.init(address=None if address is True else address, include_dashboard=False)
+        _quiet_ray()
+        ray.init(address=None if address is True else address, include_dashboard=False,
+                 logging_level=logging.WARNING)
         started = True
         roots = reaper.cluster_roots(ray) if address is True else []
         if roots:  # a local cluster of our own: it must not outlive this process
