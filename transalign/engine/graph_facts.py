@@ -28,6 +28,8 @@ import mmap
 from dataclasses import dataclass
 from pathlib import Path
 
+from transalign.engine.protowire import WireError, fields, read_varint
+
 __all__ = ["GraphFacts", "GraphFormatError", "graph_facts", "sentencepiece_piece_count"]
 
 # ONNX protobuf field numbers (onnx/onnx.proto)
@@ -56,39 +58,19 @@ class GraphFacts:
 
 
 def _varint(buf, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(buf) or shift > 63:
-            raise GraphFormatError("truncated or malformed varint")
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
+    try:
+        return read_varint(buf, pos)
+    except WireError as exc:
+        raise GraphFormatError(str(exc)) from None
 
 
 def _fields(buf, start: int = 0, end: int | None = None):
-    """(field number, wire type, value) of a message; value is an int or a (start, end) span."""
-    pos, end = start, len(buf) if end is None else end
-    while pos < end:
-        key, pos = _varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(buf, pos)
-        elif wire == 2:
-            size, pos = _varint(buf, pos)
-            value = (pos, pos + size)
-            pos += size
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            value = (pos, pos + size)
-            pos += size
-        else:
-            raise GraphFormatError(f"unsupported protobuf wire type {wire}")
-        if pos > end:
-            raise GraphFormatError("a field runs past the end of its message (truncated file)")
-        yield number, wire, value
+    """(field number, wire type, value) of a message (`protowire.fields`, errors as GraphFormatError)."""
+    try:
+        for number, wire, value, _ in fields(buf, start, end):
+            yield number, wire, value
+    except WireError as exc:
+        raise GraphFormatError(str(exc)) from None
 
 
 def _text(buf, span) -> str:

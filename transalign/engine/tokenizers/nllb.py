@@ -58,6 +58,7 @@ import numpy as np
 
 from transalign.engine.bundle import BundleError, TokenizerSpec
 from transalign.engine.tokenizers.base import Encoded, assemble, sentence_layout, unknown_lang_error
+from transalign.engine.protowire import LENGTH_DELIMITED, encode_varint, fields
 
 __all__ = ["NllbWordTokenizer", "read_charsmap"]
 
@@ -292,54 +293,15 @@ def read_charsmap(data: bytes) -> bytes:
 
 def _identity_model(data: bytes) -> tuple[bytes, bytes]:
     """(the model's precompiled charsmap, the same model with the identity normalizer)."""
-    for number, wire, value, start, end in _fields(data):
-        if number == _NORMALIZER_SPEC and wire == 2:
-            spec = {n: v for n, _, v, _, _ in _fields(value)}
+    for number, wire, value, start in fields(data):
+        if number == _NORMALIZER_SPEC and wire == LENGTH_DELIMITED:
+            spec_start, end = value
+            spec = {n: data[v[0]:v[1]] if isinstance(v, tuple) else v for n, _, v, _ in fields(data, spec_start, end)}
             if spec.get(3, 1) != 1:
                 raise ValueError("its normalizer has add_dummy_prefix=false, which NLLB models never have")
             charsmap = spec.get(2, b"")
             new = _IDENTITY_SPEC
-            return charsmap, data[:start] + bytes([number << 3 | 2]) + _varint(len(new)) + new + data[end:]
+            return charsmap, data[:start] + bytes([number << 3 | 2]) + encode_varint(len(new)) + new + data[end:]
     raise ValueError("no normalizer_spec in the model")
 
 
-def _fields(buf: bytes) -> Iterator[tuple[int, int, object, int, int]]:
-    """Top-level protobuf fields: (number, wire type, value, start offset, end offset)."""
-    pos = 0
-    while pos < len(buf):
-        start = pos
-        key, pos = _read_varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _read_varint(buf, pos)
-        elif wire == 2:
-            size, pos = _read_varint(buf, pos)
-            value, pos = buf[pos:pos + size], pos + size
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            value, pos = buf[pos:pos + size], pos + size
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire} at byte {start}")
-        if pos > len(buf):
-            raise ValueError("truncated protobuf")
-        yield number, wire, value, start, pos
-
-
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
