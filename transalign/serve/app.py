@@ -33,7 +33,8 @@ from transalign.serve.config import RETRY_AFTER_S, ServeConfig
 from transalign.serve.metrics import Metrics
 from transalign.serve.middleware import TICKET, Guard
 from transalign.serve.openapi import REQUEST_BODY, openapi_document
-from transalign.serve.prepare import ApiError, RequestPreparer
+from transalign.serve.errors import ApiError
+from transalign.serve.prepare import RequestPreparer
 from transalign.serve.schema import AlignResponse, ErrorResponse, Info
 
 log = logging.getLogger("uvicorn.error")  # uvicorn configures this one; ours shows beside its lines

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 
-from transalign.serve.prepare import ApiError
+from transalign.serve.errors import ApiError
 
 MAX_NUMBER_CHARS = 40  # a threshold needs ~20; a 5,000-digit integer costs quadratic time to parse
 _SURROGATE = re.compile("[\ud800-\udfff]")

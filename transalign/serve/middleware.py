@@ -19,7 +19,7 @@ import json
 import time
 
 from transalign.serve.config import RETRY_AFTER_S
-from transalign.serve.prepare import ApiError
+from transalign.serve.errors import ApiError
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 TICKET = "transalign.ticket"  # scope key of the request's `batcher.Ticket`
