@@ -111,3 +111,35 @@ def test_the_installed_tool_runs_from_any_directory(prefix, tiny_bundle, tmp_pat
     run = subprocess.run([str(tool), str(tiny_bundle), "--src", "s.txt", "--tgt", "t.txt", "--src-lang", "bam_Latn",
                           "--tgt-lang", "eng_Latn", "--threads", "1"], cwd=tmp_path, capture_output=True, text=True)
     assert run.returncode == 0 and run.stdout.count("\n") == 1, run.stderr
+
+
+def test_the_readme_c_example_runs_as_written(prefix, tmp_path):
+    """README.md's C example (the block after `<!-- c-example -->`), built against `make install-c`'s
+    copy with pkg-config exactly as its shell block shows, run as `./app .cache/bundles/e5-small-l6`
+    on the bundle `make demo` builds: it prints the Python engine's links for its pair."""
+    from test_c_xlmr import demo_bundle_copy
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("<!-- c-example -->", 1)[1]
+    shell, source = re.search(r"```bash\n(.*?)```\s*```c\n(.*?)```", section, re.S).groups()
+    run_line = next(line for line in shell.splitlines() if line.startswith("./app "))
+    bundle_arg = run_line.split()[1]
+    assert "pkg-config --cflags --libs transalign" in shell and bundle_arg == ".cache/bundles/e5-small-l6"
+    build = tmp_path / "readme"
+    build.mkdir()
+    (build / "app.c").write_text(source, encoding="utf-8")
+    env = dict(os.environ, PKG_CONFIG_PATH=str(prefix / "lib" / "pkgconfig"))
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "transalign"], env=env, capture_output=True,
+                           text=True, check=True).stdout.split()
+    made = subprocess.run(["cc", "app.c", *flags, "-o", "app"], cwd=build, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    bundle = demo_bundle_copy(tmp_path)
+    (build / ".cache" / "bundles").mkdir(parents=True)
+    (build / bundle_arg).symlink_to(bundle, target_is_directory=True)
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    run = subprocess.run(["./app", bundle_arg], cwd=build, capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    words = [re.findall(r'"([^"]*)"', m) for m in re.findall(r"const char \*\w+\[\] = \{([^}]*)\}", source)]
+    links = Aligner.load(bundle, provider="cpu").align([words[0]], [words[1]])[0].links
+    assert links and run.stdout == " ".join(f"{i}-{j}" for i, j in links) + "\n"
+    assert "# " + run.stdout.strip() in run_line  # the output the README shows is the real one
