@@ -170,7 +170,8 @@ def test_nllb_needs_language_codes(tiny_nllb, tmp_path, gold_dirs):
     from transalign.train import finetune
 
     bad = make_gold_dir(tmp_path / "nolang", _csen_lines(0, 4), {"src_lang": "cs", "tgt_lang": "en"})
-    with pytest.raises(TrainError, match="NLLB needs src_lang"):
+    with pytest.raises(TrainError, match=r"meta.json: src_lang 'cs': unknown language code; two-letter ISO 639-1 "
+                                         r"codes are not used: write the ISO 639-3 code and script, e.g. ces_Latn"):
         finetune(str(tiny_nllb), [bad], tmp_path / "out", layer=NLLB_LAYER, **FAST)
     assert not (tmp_path / "out").exists()
 

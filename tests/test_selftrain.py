@@ -198,7 +198,7 @@ def test_self_trained_adapter_exports(tiny_nllb, tmp_path):
     (["--parallel", "{tmp}/missing.txt", "--src-lang", "ces_Latn", "--tgt-lang", "eng_Latn"],
      "--parallel {tmp}/missing.txt: file not found"),
     (["--parallel", "{tmp}/p.txt", "--tgt-lang", "eng_Latn"], "--src-lang: NLLB needs the source language"),
-    (["--parallel", "{tmp}/p.txt", "--src-lang", "cs", "--tgt-lang", "eng_Latn"], "(got 'cs')"),
+    (["--parallel", "{tmp}/p.txt", "--src-lang", "cs", "--tgt-lang", "eng_Latn"], "--src-lang 'cs': unknown language code; two-letter"),
     (["--parallel", "{tmp}/bad.txt", "--src-lang", "ces_Latn", "--tgt-lang", "eng_Latn"],
      "no usable sentence pair (2 rows skipped)"),
     (["--parallel", "{tmp}/p.txt", "--self-threshold", "1.5"], "self_threshold 1.5 must be a number in [0, 1)"),
@@ -238,3 +238,20 @@ def test_parallel_text_from_stdin(tiny_nllb, monkeypatch, capsys):
                                "skipped_by_reason": {"malformed": 1}}
     assert [e.source for e in result.examples] == ["-:1", "-:3"]
     assert "skipped -:2: no separator" in capsys.readouterr().err
+
+
+def test_training_languages_follow_the_engine_rule():
+    """Fine-tuning's codes go through engine.options: a bare ISO 639-3 code is read as the model's
+    one code for it, a two-letter ISO 639-1 code (the shipped csen meta.json's `cs`) gets what to write."""
+    from types import SimpleNamespace
+
+    from transalign.train.loop import TrainError, _language
+
+    tokenizer = SimpleNamespace(additional_special_tokens=["ces_Latn", "eng_Latn", "zho_Hans", "zho_Hant"])
+    assert _language(tokenizer, "m2m100", "--src-lang", "ces", "src") == "ces_Latn"
+    assert _language(tokenizer, "m2m100", "--tgt-lang", "eng_Latn", "tgt") == "eng_Latn"
+    with pytest.raises(TrainError, match=r"meta.json: src_lang 'cs': unknown language code.*ISO 639-3 code"):
+        _language(tokenizer, "m2m100", "data/gold/csen/meta.json: src_lang", "cs", "src_lang")
+    with pytest.raises(TrainError, match=r"--tgt-lang 'zho': unknown language code; closest: zho_Han[st], zho_Han[st]"):
+        _language(tokenizer, "m2m100", "--tgt-lang", "zho", "tgt")
+    assert _language(tokenizer, "bert", "--src-lang", "cs", "src") is None

@@ -162,23 +162,32 @@ def _parallel_sets(tokenizer, arch: str, max_tokens: int, opts: FinetuneOptions)
 
 
 def _gold_languages(tokenizer, gold: GoldSet, arch: str, opts: FinetuneOptions):
-    """A gold set's codes from its meta.json, else --src-lang / --tgt-lang."""
+    """A gold set's codes: --src-lang / --tgt-lang when given, else its meta.json's."""
     where = f"{gold.path / 'meta.json'}"
-    src = _language(tokenizer, arch, f"{where}: src_lang" if gold.src_lang or not opts.src_lang else "--src-lang",
-                    gold.src_lang or opts.src_lang, "src_lang (in meta.json, or pass --src-lang)")
-    tgt = _language(tokenizer, arch, f"{where}: tgt_lang" if gold.tgt_lang or not opts.tgt_lang else "--tgt-lang",
-                    gold.tgt_lang or opts.tgt_lang, "tgt_lang (in meta.json, or pass --tgt-lang)")
+    src = _language(tokenizer, arch, "--src-lang" if opts.src_lang else f"{where}: src_lang",
+                    opts.src_lang or gold.src_lang, "src_lang (in meta.json, or pass --src-lang)")
+    tgt = _language(tokenizer, arch, "--tgt-lang" if opts.tgt_lang else f"{where}: tgt_lang",
+                    opts.tgt_lang or gold.tgt_lang, "tgt_lang (in meta.json, or pass --tgt-lang)")
     return src, tgt
 
 
 def _language(tokenizer, arch: str, name: str, code: str | None, what: str) -> str | None:
-    """NLLB needs a known language code; BERT-family models use none (``None``)."""
+    """NLLB needs a language code it knows, by the engine's rule (`engine.options`: a bare ISO
+    639-3 code with one script is read as that code; a two-letter code gets what to write);
+    BERT-family models use none (``None``)."""
+    from transalign.engine.options import LanguageError, canonical_language
+
     if arch != "m2m100":
         return None
-    known = set(getattr(tokenizer, "additional_special_tokens", None) or [])
-    if code is None or (known and code not in known):
-        raise TrainError(f"{name}: NLLB needs {what} as an NLLB language code such as eng_Latn (got {code!r})")
-    return code
+    known = list(getattr(tokenizer, "additional_special_tokens", None) or [])
+    if code is None:
+        raise TrainError(f"{name}: NLLB needs {what} as an NLLB language code such as eng_Latn")
+    if not known:
+        return code
+    try:
+        return canonical_language(known, "src_lang" if "src" in name else "tgt_lang", code, arch)
+    except LanguageError as exc:
+        raise TrainError(exc.named(name)) from None
 
 
 def _train_epoch(enc, sets, opts, optimizer, rng, pad_id, device, epoch) -> dict:
