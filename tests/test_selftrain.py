@@ -176,7 +176,11 @@ def test_mixed_gold_and_parallel_keep_the_best_epoch_and_repeat_with_a_seed(tiny
 
 
 def test_self_trained_adapter_exports(tiny_nllb, tmp_path):
+    """The user's workflow (docs/fine-tuning.md): self-train on the corpus to align, export with the
+    adapter, then align the corpus with align-corpus; its shards are the new bundle's links."""
     from safetensors.torch import load_file
+
+    from transalign import Aligner
 
     from transalign.cli import main
 
@@ -191,6 +195,14 @@ def test_self_trained_adapter_exports(tiny_nllb, tmp_path):
     assert main(["export", str(tiny_nllb), "--lora", str(out), "--layer", str(NLLB_LAYER), "--precision", "fp32",
                  "-o", str(bundle)]) == 0
     assert json.loads((bundle / "manifest.json").read_text())["lora"]["merged_modules"] == len(tensors) // 2
+    aligned = tmp_path / "aligned"
+    assert main(["align-corpus", str(bundle), str(path), "-o", str(aligned), "--src-lang", "ces_Latn",
+                 "--tgt-lang", "eng_Latn", "--quiet"]) == 0
+    rows = [line.split(" ||| ") for line in path.read_text(encoding="utf-8").splitlines()]
+    results = Aligner.load(bundle, provider="cpu").align([s for s, _ in rows], [t for _, t in rows], "ces_Latn",
+                                                         "eng_Latn")
+    shards = "".join(p.read_text(encoding="utf-8") for p in sorted(aligned.glob("part-*.txt")))
+    assert shards == "".join(r.pharaoh() + "\n" for r in results) and len(results) == 8
 
 
 @pytest.mark.parametrize("args, message", [
