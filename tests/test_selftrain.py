@@ -267,3 +267,26 @@ def test_training_languages_follow_the_engine_rule():
     with pytest.raises(TrainError, match=r"--tgt-lang 'zho': unknown language code; closest: zho_Han[st], zho_Han[st]"):
         _language(tokenizer, "m2m100", "--tgt-lang", "zho", "tgt")
     assert _language(tokenizer, "bert", "--src-lang", "cs", "src") is None
+
+
+def test_finetune_prints_a_line_per_epoch_json_on_request_and_records_an_absolute_base(tiny_nllb, tmp_path,
+                                                                                        capsys, monkeypatch):
+    """Issue 26.5: a human summary (JSON with --json), and the adapter's base model recorded as an
+    absolute path when it was given as a relative one (a relative path names another folder from
+    wherever the adapter is used later)."""
+    from transalign.cli import main
+
+    path = _parallel_file(tmp_path / "p.txt", 0, 4)
+    monkeypatch.chdir(tiny_nllb.parent)
+    common = ["finetune", tiny_nllb.name, "--parallel", str(path), "--src-lang", "ces_Latn", "--tgt-lang",
+              "eng_Latn", "--layer", str(NLLB_LAYER), "--epochs", "1", "--batch-size", "4", "--no-progress"]
+    assert main([*common, "-o", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "epoch 0:" in out and "epoch 1:" in out and "wrote adapter" in out and "{" not in out
+    config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(tiny_nllb.resolve())
+    assert main([*common, "--json", "-o", str(tmp_path / "b")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("parallel ")  # the per-file line, then the JSON history
+    history = json.loads(printed[printed.index("\n") + 1:])
+    assert [entry["epoch"] for entry in history] == [0, 1]

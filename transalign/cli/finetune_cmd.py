@@ -51,6 +51,8 @@ def register(sub) -> None:
                    help="default auto (CUDA if torch sees a GPU, else CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--force", action="store_true", help="replace an existing non-empty output directory")
+    p.add_argument("--json", action="store_true", help="print the per-epoch history as JSON instead of one line "
+                   "per epoch")
     p.set_defaults(func=run)
 
 
@@ -72,7 +74,26 @@ def run(args) -> int:
         print(f"parallel {record['path']}: {record['rows_used']} pairs used, {record['rows_skipped']} rows skipped"
               + (f" ({', '.join(f'{k} {v}' for k, v in record['skipped_by_reason'].items())})"
                  if record["rows_skipped"] else ""))
+    if args.json:
+        print(json.dumps(list(result.history), indent=2))
+        return 0
+    for entry in result.history:
+        print(_epoch_line(entry))
     print(f"wrote adapter {result.out}: best epoch {result.best_epoch} of {len(result.history) - 1}, "
-          f"{result.seconds:.1f} s")
-    print(json.dumps(list(result.history), indent=2))
+          f"{result.seconds:.1f} s (every figure: {result.out}/training.json, or --json)")
     return 0
+
+
+def _epoch_line(entry: dict) -> str:
+    """'epoch 1: loss 0.4321, dev AER 0.1462 (argmax 0.0955)': one line per epoch for people."""
+    parts = [f"epoch {entry['epoch']}:"]
+    for key, value in entry.items():
+        if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            parts.append(f"{key} {value:.4g}")
+    dev = entry.get("dev")
+    if isinstance(dev, dict) and "aer" in dev:
+        parts.append(f"dev AER {dev['aer']:.4f}")
+        argmax = entry.get("dev_argmax") or dev.get("argmax")
+        if isinstance(argmax, dict) and "aer" in argmax:
+            parts.append(f"(argmax {argmax['aer']:.4f})")
+    return " ".join(parts)

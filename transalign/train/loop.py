@@ -129,7 +129,7 @@ def run_finetune(opts: FinetuneOptions) -> FinetuneResult:
     load_lora_state(enc.peft_model, best)
     seconds = time.perf_counter() - start
     info = _info(opts, enc, device, train_sets, parallel_sets, dev_set, history, best_epoch, seconds)
-    adapter.write_adapter(enc.peft_model, opts.out, info, enc.loaded.source)
+    adapter.write_adapter(enc.peft_model, opts.out, info, _base_model(enc.loaded.source))
     return FinetuneResult(opts.out, best_epoch, tuple(history), seconds, info)
 
 
@@ -159,6 +159,14 @@ def _parallel_sets(tokenizer, arch: str, max_tokens: int, opts: FinetuneOptions)
     src_lang = _language(tokenizer, arch, "--src-lang", opts.src_lang, "the source language of --parallel files")
     tgt_lang = _language(tokenizer, arch, "--tgt-lang", opts.tgt_lang, "the target language of --parallel files")
     return [read_parallel_set(path, tokenizer, src_lang, tgt_lang, max_tokens) for path in opts.parallel]
+
+
+def _base_model(source: str) -> str:
+    """What the adapter records as its base model: a local directory as an absolute path (a
+    relative one would name another folder from wherever the adapter is used), a hub id as is."""
+    from pathlib import Path
+
+    return str(Path(source).resolve()) if Path(source).is_dir() else source
 
 
 def _gold_languages(tokenizer, gold: GoldSet, arch: str, opts: FinetuneOptions):
