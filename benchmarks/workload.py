@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.full_size import BAM, SHARED, build_checkpoint
+from benchmarks.full_size import BAM, build_checkpoint
 from transalign.formats.text import read_sentences
 
-LORA = SHARED / "reference" / "transalign-lora-nllb-600m"
+LORA = BAM.parent / "transalign-lora-nllb-600m"  # data/reference/, beside the sample
 SRC_LANG, TGT_LANG, LAYER = "bam_Latn", "eng_Latn", 12
 
 
