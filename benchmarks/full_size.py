@@ -79,12 +79,17 @@ def build_checkpoint(out: Path, seed: int = 0, std: float = 0.02) -> Path:
     """Write the bare-encoder checkpoint atomically; reuse it when already complete."""
     if (out / ".complete").exists():
         return out
+    return save_checkpoint(*random_encoder(seed, std), out)  # no reference kept here: save frees it early
+
+
+def save_checkpoint(encoder, config, out: Path) -> Path:
+    """A bare M2M100 encoder and the stand-in tokenizer as a checkpoint directory, written into a
+    hidden staging directory renamed into place last (``.complete`` marks it whole)."""
     from safetensors.torch import save_file
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        encoder, config = random_encoder(seed, std)
         config.architectures = ["M2M100Encoder"]
         config.save_pretrained(tmp)
         state = {k: v.contiguous() for k, v in encoder.state_dict().items() if "embed_positions" not in k}

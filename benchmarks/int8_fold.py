@@ -17,14 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.full_size import BAM, NLLB_600M, train_standin_tokenizer
+from benchmarks.full_size import BAM, NLLB_600M, save_checkpoint
 from transalign.formats.text import read_sentences
 
 WORK = Path("benchmarks/work")
@@ -36,27 +34,13 @@ def build_checkpoint(out: Path, layers: int, vocab: int = 8192, seed: int = 0) -
     if (out / ".complete").exists():
         return out
     import torch
-    from safetensors.torch import save_file
     from transformers import M2M100Config
     from transformers.models.m2m_100.modeling_m2m_100 import M2M100Encoder
 
     config = M2M100Config(**{**NLLB_600M, "encoder_layers": layers, "vocab_size": vocab}, init_std=0.02)
     config._attn_implementation = "eager"
     torch.manual_seed(seed)
-    encoder = M2M100Encoder(config).eval()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        config.architectures = ["M2M100Encoder"]
-        config.save_pretrained(tmp)
-        state = {k: v.contiguous() for k, v in encoder.state_dict().items() if "embed_positions" not in k}
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        train_standin_tokenizer(tmp)
-        (tmp / ".complete").write_text("ok\n")
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return save_checkpoint(M2M100Encoder(config).eval(), config, out)
 
 
 def build(work: Path, layers: int) -> tuple[Path, dict[str, Path]]:
