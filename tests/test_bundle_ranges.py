@@ -22,7 +22,7 @@ from transalign.engine.graph_facts import graph_facts, sentencepiece_piece_count
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _copy(bundle: Path, out: Path) -> Path:
+def fp32_copy(bundle: Path, out: Path) -> Path:
     """A private copy of ``bundle`` (fp32 and tokenizer only) whose manifest a test may edit."""
     out.mkdir()
     manifest = json.loads((bundle / MANIFEST_NAME).read_text())
@@ -37,7 +37,7 @@ def _copy(bundle: Path, out: Path) -> Path:
 
 @pytest.fixture()
 def nllb_copy(tiny_bundle, tmp_path):
-    return _copy(tiny_bundle, tmp_path / "bundle")
+    return fp32_copy(tiny_bundle, tmp_path / "bundle")
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,7 @@ def test_added_token_out_of_range_is_refused(nllb_copy):
 @pytest.mark.parametrize("kind", ["bert", "xlmr"])
 @pytest.mark.parametrize("field", ["prefix_ids", "suffix_ids"])
 def test_special_ids_out_of_range_are_refused(bert_bundles, tmp_path, kind, field):
-    bundle = _copy(bert_bundles[kind], tmp_path / "b")
+    bundle = fp32_copy(bert_bundles[kind], tmp_path / "b")
     vocab = _vocab(bundle)
     _edit(bundle, lambda m: m["tokenizer"][field].append(vocab))
     index = len(_manifest(bundle)["tokenizer"][field]) - 1
@@ -190,7 +190,7 @@ def test_position_limit_is_the_exported_max_positions(bert_bundles, tmp_path, ki
     the graph's bound: one more is refused, for positions from 0 (BERT) and after padding (XLM-R)."""
     from fixture_bert import BERT_MAX_POSITIONS, XLMR_MAX_POSITIONS
 
-    bundle = _copy(bert_bundles[kind], tmp_path / "b")
+    bundle = fp32_copy(bert_bundles[kind], tmp_path / "b")
     exported = _manifest(bundle)["max_positions"]
     assert exported == {"bert": BERT_MAX_POSITIONS, "xlmr": XLMR_MAX_POSITIONS}[kind]
     aligner = Aligner.load(bundle, provider="cpu")

@@ -38,16 +38,9 @@ def tiny_bert_bundle(tmp_path_factory):
 @pytest.fixture()
 def bundle_copy(tiny_bundle, tmp_path):
     """A private copy of the tiny bundle (fp32 + tokenizer only) whose manifest a test may edit."""
-    out = tmp_path / "bundle"
-    out.mkdir()
-    manifest = json.loads((tiny_bundle / MANIFEST_NAME).read_text())
-    keep = {name for name in manifest["files"] if not name.startswith(("model.int8", "model.fp16"))}
-    for name in keep:
-        shutil.copy(tiny_bundle / name, out / name)
-    manifest["files"] = {k: v for k, v in manifest["files"].items() if k in keep}
-    manifest["precisions"] = {"fp32": manifest["precisions"]["fp32"]}
-    (out / MANIFEST_NAME).write_text(json.dumps(manifest))
-    return out
+    from test_bundle_ranges import fp32_copy
+
+    return fp32_copy(tiny_bundle, tmp_path / "bundle")
 
 
 def _edit(bundle: Path, change) -> None:

@@ -20,21 +20,14 @@ torch = pytest.importorskip("torch", reason="fine-tuning needs the train extra")
 pytest.importorskip("peft", reason="fine-tuning needs the train extra")
 
 from reference import embed_words, load_reference_encoder  # noqa: E402
-from test_finetune import NLLB_LANGS, NLLB_LAYER, _aer_on, _csen_lines, _tokenizer, make_gold_dir  # noqa: E402
+from test_finetune import (NLLB_LANGS, NLLB_LAYER, _aer_on, _csen_lines, _tokenizer, make_gold_dir,  # noqa: E402
+                           one_thread)  # noqa: F401 (an autouse fixture: one torch thread here too)
 
 from transalign.train.batches import epoch_batches  # noqa: E402
 from transalign.train.gold import TrainError  # noqa: E402
 from transalign.train.objective import self_training_loss, self_training_target, similarity_loss  # noqa: E402
 
 FAST = dict(batch_size=4, lr=1e-2, dropout=0.0, progress=False, layer=NLLB_LAYER)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 def naive_target(sim: np.ndarray, t: float) -> np.ndarray:
