@@ -151,3 +151,18 @@ def test_the_c_tool_names_its_flag_with_the_engines_words(case, c_tool, tiny_bun
                          capture_output=True, text=True)
     assert run.returncode != 0 and not out.exists(), run.stderr
     assert flag in run.stderr and engine_reason(tiny_bundle, case) in run.stderr, run.stderr
+
+
+def test_the_c_tool_reads_languages_by_the_engines_rule(c_tool, tiny_bundle, files, tmp_path):
+    """A bare ISO 639-3 code with one script is that code in C as in Python (`canonical_language`);
+    a two-letter code gets the same advice."""
+    def run(src_lang: str):
+        return subprocess.run([str(c_tool), str(tiny_bundle), "--src", str(files / "src.txt"), "--tgt",
+                               str(files / "tgt.txt"), "--provider", "cpu", "--src-lang", src_lang, "--tgt-lang",
+                               "ces"], capture_output=True, text=True)
+
+    bare, full = run("eng"), run("eng_Latn")
+    assert bare.returncode == 0 and bare.stdout == full.stdout and full.stdout.count("\n") == 2, bare.stderr
+    two = run("en")
+    assert two.returncode != 0 and "--src-lang 'en': unknown language code" in two.stderr
+    assert "two-letter ISO 639-1 codes are not used" in two.stderr

@@ -504,12 +504,29 @@ int64_t NllbTokenizer::lang_id(const char *lang, const char *option) const {
                                      " sentence with its language code, e.g. eng_Latn (got NULL)");
     auto it = impl_->lang_ids.find(lang);
     if (it != impl_->lang_ids.end()) return it->second;
-    // close codes: same letters ignoring case, else the same first three letters
     std::string wanted(lang), close;
     auto lower = [](std::string s) {
         for (char &c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
         return s;
     };
+    auto letters = [&](size_t n) {
+        return wanted.size() == n && std::all_of(wanted.begin(), wanted.end(), [](char c) {
+            return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+        });
+    };
+    // engine.options.canonical_language: a bare ISO 639-3 code with one script is that code
+    if (letters(3)) {
+        const std::string prefix = lower(wanted) + "_";
+        int64_t found = -1;
+        int count = 0;
+        for (auto &code : impl_->lang_ids)
+            if (code.first.rfind(prefix, 0) == 0) {
+                found = code.second;
+                ++count;
+            }
+        if (count == 1) return found;
+    }
+    // close codes: same letters ignoring case, else the same first three letters
     int shown = 0;
     for (int pass = 0; pass < 2 && close.empty(); ++pass)
         for (auto &code : impl_->lang_ids) {
@@ -526,8 +543,11 @@ int64_t NllbTokenizer::lang_id(const char *lang, const char *option) const {
         if (k++ == 3) break;
         examples += (examples.empty() ? "" : ", ") + code.first;
     }
+    const std::string iso1 = letters(2) ? "; two-letter ISO 639-1 codes are not used: write the ISO 639-3 code and "
+                                          "script, e.g. ces_Latn for cs (Czech), eng_Latn for en"
+                                        : "";
     throw Error(TA_ERR_LANGUAGE, std::string(option) + " '" + wanted + "': unknown language code" +
-                                 (close.empty() ? "" : "; closest: " + close) + " (" +
+                                 (close.empty() ? "" : "; closest: " + close) + iso1 + " (" +
                                  std::to_string(impl_->lang_ids.size()) + " codes known, e.g. " + examples + ")");
 }
 
