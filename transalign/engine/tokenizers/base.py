@@ -5,7 +5,6 @@ implementation (`tokenizers.nllb`, `tokenizers.hf` import this module)."""
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from itertools import chain
 
@@ -26,14 +25,12 @@ def check_split(sentences: Sequence[Sequence[str]]) -> None:
 
 
 def unknown_lang_error(lang: object, known: Sequence[str]) -> ValueError:
-    """A ValueError naming `lang`, the closest known codes and how many codes there are."""
-    by_lower = {code.lower(): code for code in known}
-    exact = by_lower.get(str(lang).lower())  # 'CES_latn' -> ces_Latn first
-    close = [by_lower[c] for c in difflib.get_close_matches(str(lang).lower(), list(by_lower), n=5, cutoff=0.5)]
-    if exact:
-        close = [exact] + [c for c in close if c != exact][:4]
-    if not close and isinstance(lang, str):  # 'english' / 'ENG' -> eng_Latn, ...
-        close = sorted(code for code in known if code.lower().startswith(lang.lower()[:3]))[:5]
+    """A ValueError naming `lang`, the closest known codes (`engine.options.close_codes`, the
+    engine's one rule for suggestions) and how many codes there are. The engine resolves codes
+    before tokenizing (`engine.options.resolve_languages`); this guards direct tokenizer use."""
+    from transalign.engine.options import close_codes
+
+    close = close_codes(str(lang), known)
     hint = f"; closest: {', '.join(close)}" if close else ""
     return ValueError(f"unknown language code {lang!r} for this tokenizer{hint} "
                       f"({len(known)} codes known, e.g. {', '.join(sorted(known)[:3])})")
