@@ -1,5 +1,5 @@
 """Every benchmark module imports (`make bench` and the README's benchmark commands start with an
-import): a name moved or removed elsewhere (the ../shared paths, 2026-12-06) must fail here, in CI,
+import): a name moved or removed elsewhere (the old data paths, 2026-12-06) must fail here, in CI,
 not in the next half-hour benchmark run."""
 
 from __future__ import annotations
