@@ -12,6 +12,7 @@ Writes one JSON document and prints its table:
 - throughput: the full-size NLLB stand-in (random weights, the authors' adapter; bam-en pairs,
   repeated) for fp32 and fp16 across token budgets, pipeline off and on (engine/pipeline.py):
   pairs/s, real encoder tokens/s, GPU utilisation sampled with nvidia-smi where it is readable;
+  the knee per precision and pipeline state, by `transalign bench`'s rule (transalign/bench/knee.py);
 - latency: single-pair p50 / p99 at the default budget;
 - baseline: the authors' PyTorch procedure (benchmarks/reference_baseline.py) on the same
   device in the same run, and the engine's best pairs/s over it.
@@ -383,21 +384,37 @@ def run(plan: Plan, args) -> dict:
     best = max(doc["throughput"], key=lambda r: r["pairs_per_s"])
     doc["summary"] = {"best": {k: best[k] for k in ("precision", "batch_tokens", "pipeline", "pairs_per_s")},
                       "over_baseline": best["pairs_per_s"] / doc["baseline"]["pairs_per_s"] if doc["baseline"] else None,
-                      "knee_batch_tokens": knee(doc["throughput"])}
+                      "knee_rule": knee_rule(), "knees": knees(doc["throughput"])}
+    doc["summary"]["knee_batch_tokens"] = {k: v["batch_tokens"] for k, v in doc["summary"]["knees"].items()}
     doc["seconds"]["total"] = time.perf_counter() - clock
     doc["load_average_end"] = list(os.getloadavg())
     return doc
 
 
-def knee(rows: list[dict]) -> dict:
-    """Per precision and pipeline state ("fp16 pipeline on"): the smallest budget within 5% of
-    that combination's best pairs/s."""
-    out = {}
-    for key in sorted({(r["precision"], r["pipeline"]) for r in rows}):
-        mine = sorted((r for r in rows if (r["precision"], r["pipeline"]) == key), key=lambda r: r["batch_tokens"])
-        top = max(r["pairs_per_s"] for r in mine)
-        out[f"{key[0]} pipeline {key[1]}"] = next(r["batch_tokens"] for r in mine if r["pairs_per_s"] >= 0.95 * top)
-    return out
+def knees(rows: list[dict]) -> dict:
+    """Per precision and pipeline state ("fp16 pipeline on"): the knee of pairs/s over the token
+    budgets, by the rule `transalign bench` uses (transalign/bench/knee.py)."""
+    from transalign.bench.knee import knees_by
+
+    found = knees_by(sorted(rows, key=lambda r: (r["precision"], r["pipeline"])),
+                     lambda r: f"{r['precision']} pipeline {r['pipeline']}", lambda r: r["batch_tokens"],
+                     lambda r: r["pairs_per_s"])
+    return {key: knee.to_dict() for key, knee in found.items() if knee is not None}
+
+
+def knee_rule() -> str:
+    from transalign.bench.knee import knee_rule as rule
+
+    return rule(rate="pairs/s (one timed pass)", group="provider, precision and pipeline state")
+
+
+def _knee_lines(summary: dict) -> list[str]:
+    from transalign.bench.knee import Knee, describe
+
+    if not summary["knees"]:
+        return []
+    return ["", f"token budget ({summary['knee_rule']}):"] + \
+        [f"- {key}: {describe(Knee.from_dict(k))}" for key, k in summary["knees"].items()]
 
 
 def render(doc: dict) -> str:
@@ -419,6 +436,7 @@ def render(doc: dict) -> str:
         lines.append(f"| {r['provider']} {r['precision']} | {r['batch_tokens']} | {r['pipeline']} | "
                      f"{r['pairs_per_s']:,.1f} | "
                      f"{r['real_tokens_per_s']:,.0f} | {r['padding_waste']:.1%} | {gpu} |")
+    lines += _knee_lines(doc["summary"])
     lines += ["", "| latency (one pair) | p50 ms | p99 ms |", "|---|---|---|"]
     lines += [f"| {k} | {v['p50']:.1f} | {v['p99']:.1f} |" for k, v in doc["latency"].items()]
     b, s = doc["baseline"], doc["summary"]

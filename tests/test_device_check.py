@@ -87,6 +87,22 @@ def test_figures_follow_from_the_stored_measurements(dry_run):
     assert all(b in doc["plan"]["budgets"] for b in doc["summary"]["knee_batch_tokens"].values())
 
 
+def test_the_knee_follows_the_rule_from_the_stored_rows(dry_run):
+    """Per precision and pipeline state, the knee is the smallest budget within the tolerance of
+    that group's best pairs/s (read here from the rows by hand), and the table states the rule."""
+    doc, stdout = dry_run
+    summary = doc["summary"]
+    for key, knee in summary["knees"].items():
+        rows = sorted((r for r in doc["throughput"] if f"{r['precision']} pipeline {r['pipeline']}" == key),
+                      key=lambda r: r["batch_tokens"])
+        best = max(r["pairs_per_s"] for r in rows)
+        expected = [r["batch_tokens"] for r in rows if r["pairs_per_s"] >= (1 - knee["tolerance"]) * best][0]
+        assert knee["batch_tokens"] == summary["knee_batch_tokens"][key] == expected
+        assert knee["best_rate"] == best and knee["budgets"] == sorted(doc["plan"]["budgets"])
+        assert f"- {key}: knee {expected} tokens" in stdout
+    assert f"token budget ({summary['knee_rule']}):" in stdout and "smallest token budget" in summary["knee_rule"]
+
+
 def test_a_device_run_without_cuda_fails_before_building_anything(tmp_path):
     from transalign.engine.session import available_providers
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 
+from transalign.bench.knee import KNEE_TOLERANCE, Knee, describe, knees_by
 from transalign.bench.measure import SECTIONS
 from transalign.bench.stats import percentiles, spread
 
@@ -49,6 +50,27 @@ def derive(raw: dict) -> dict:
 def rederive(results: dict) -> dict:
     """Every variant's figures recomputed from its stored raw measurements (for checking)."""
     return {v["name"]: derive(v["raw"]) for v in results["variants"]}
+
+
+def knees(variants: list[dict], tolerance: float = KNEE_TOLERANCE) -> list[dict]:
+    """The knee of each provider / precision / threads group measured at two or more token
+    budgets (bench/knee.py), from the variants' median pairs/s: what ``--batch-tokens sweep``
+    is for. Groups measured at one budget have no knee and no entry."""
+    found = knees_by(variants, lambda v: (v["provider"], v["precision"], v["threads"]),
+                     lambda v: v["batch_tokens"], lambda v: v["pairs_per_s"]["median"], tolerance)
+    return [{"provider": provider, "precision": precision, "threads": threads, **knee.to_dict()}
+            for (provider, precision, threads), knee in found.items() if knee is not None]
+
+
+def _knee_lines(results: dict) -> list[str]:
+    found = results.get("knees") or []
+    if not found:
+        return []
+    lines = [f"Token budget ({results['knee_rule']}):"]
+    for k in found:
+        threads = "all" if k["threads"] is None else k["threads"]
+        lines.append(f"- {k['provider']} {k['precision']}, {threads} threads: {describe(Knee.from_dict(k))}")
+    return lines
 
 
 def label(variant: dict) -> str:
@@ -133,4 +155,6 @@ def render(results: dict) -> str:
          for v in variants])
     note = ("\nAgreement on synthetic word sequences is a stress test of the precision; align your own pairs "
             "(--src/--tgt) to see what your text gets.\n") if synthetic else ""
-    return "\n".join(head) + "\n\n" + first + "\n" + note + "\n" + second + "\n"
+    knee = "\n".join(_knee_lines(results))
+    knee = "\n" + knee + "\n" if knee else ""
+    return "\n".join(head) + "\n\n" + first + "\n" + knee + note + "\n" + second + "\n"

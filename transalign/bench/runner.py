@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from transalign.bench.defaults import (DEFAULT_LATENCY_PAIRS, DEFAULT_PRECISIONS, DEFAULT_REPEAT, DEFAULT_SYNTHETIC,
-                                       WARMUP_PAIRS)
-from transalign.bench.report import derive
+                                       SWEEP, SWEEP_BATCH_TOKENS, WARMUP_PAIRS)
+from transalign.bench.knee import knee_rule
+from transalign.bench.report import derive, knees
 from transalign.bench.stats import agreement, parse_links
 from transalign.formats.text import INPUT_FORMATS
 
@@ -32,7 +33,8 @@ PARTNERS = ("deu_Latn", "fra_Latn", "ces_Latn")
 
 @dataclass(frozen=True)
 class BenchOptions:
-    """What to measure. ``None`` in a list of threads or batch tokens means the engine default."""
+    """What to measure. ``None`` in a list of threads or batch tokens means the engine default;
+    ``batch_tokens=SWEEP`` ("sweep") means each provider's ``SWEEP_BATCH_TOKENS``."""
 
     bundle: str
     src: str | None = None
@@ -44,7 +46,7 @@ class BenchOptions:
     precisions: tuple[str, ...] | None = None
     providers: tuple[str, ...] | None = None
     threads: tuple[int | None, ...] = (None,)
-    batch_tokens: tuple[int | None, ...] = (None,)
+    batch_tokens: tuple[int | None, ...] | str = (None,)
     latency_pairs: int = DEFAULT_LATENCY_PAIRS
     repeat: int = DEFAULT_REPEAT
     input_format: str = INPUT_FORMATS[0]
@@ -68,7 +70,10 @@ class BenchOptions:
                         raise ValueError(f"{name} {value!r} is not one of {', '.join(allowed)}")
                 if not values or len(set(values)) != len(values):
                     raise ValueError(f"{name} needs distinct values, got {','.join(values) or 'none'}")
-        for name, values in (("--threads", self.threads), ("--batch-tokens", self.batch_tokens)):
+        if isinstance(self.batch_tokens, str) and self.batch_tokens != SWEEP:
+            raise ValueError(f"--batch-tokens {self.batch_tokens!r}: give {SWEEP!r} or a list of integers")
+        budgets = () if self.batch_tokens == SWEEP else self.batch_tokens
+        for name, values in (("--threads", self.threads), ("--batch-tokens", budgets)):
             for value in values:
                 if value is not None and value < 1:
                     raise ValueError(f"{name} values must be positive integers, got {value}")
@@ -103,11 +108,13 @@ def plan_variants(options: BenchOptions, bundle_precisions, available: list[str]
             if options.providers is not None and len(precisions) < len(options.precisions):
                 raise ValueError("fp16 models run on the CUDA provider only; measure fp32 or int8 on cpu, "
                                  "or add --provider cuda")
+        budgets = SWEEP_BATCH_TOKENS[provider] if options.batch_tokens == SWEEP else \
+            [batch or DEFAULT_BATCH_TOKENS[provider] for batch in options.batch_tokens]
         for precision in precisions:
             for threads in options.threads:
-                for batch in options.batch_tokens:
+                for batch in budgets:
                     variants.append({"provider": provider, "precision": precision, "threads": threads,
-                                     "batch_tokens": batch or DEFAULT_BATCH_TOKENS[provider]})
+                                     "batch_tokens": batch})
     if not variants:
         raise ValueError(f"nothing to measure: precisions {','.join(options.precisions or have)} on providers "
                          f"{','.join(providers)} (fp16 needs cuda)")
@@ -209,6 +216,9 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] = lambda line: N
     effective_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     for line in thread_warnings(options.threads, effective_threads):
         log(line)
+    if options.batch_tokens == SWEEP:
+        for provider in dict.fromkeys(v["provider"] for v in variants):
+            log(f"--batch-tokens sweep on {provider}: {','.join(map(str, SWEEP_BATCH_TOKENS[provider]))} tokens")
     links = {}
     with tempfile.TemporaryDirectory(prefix="transalign-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -243,5 +253,6 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] = lambda line: N
             "settings": {"repeat": options.repeat, "seed": options.seed, "latency_pairs": options.latency_pairs,
                          "warmup_pairs": min(WARMUP_PAIRS, len(src)), "latency_quantile": 0.5,
                          "on_too_long": "skip"},
-            "variants": variants, "agreement_baseline": baseline and {k: baseline[k] for k in (
+            "variants": variants, "knee_rule": knee_rule(), "knees": knees(variants),
+            "agreement_baseline": baseline and {k: baseline[k] for k in (
                 "name", "provider", "precision", "threads", "batch_tokens")} | {"timed": extra is None}}

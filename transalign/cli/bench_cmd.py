@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import sys
 
-from transalign.bench.defaults import DEFAULT_LATENCY_PAIRS, DEFAULT_PRECISIONS, DEFAULT_REPEAT, DEFAULT_SYNTHETIC
+from transalign.bench.defaults import (DEFAULT_LATENCY_PAIRS, DEFAULT_PRECISIONS, DEFAULT_REPEAT, DEFAULT_SYNTHETIC,
+                                       SWEEP, SWEEP_BATCH_TOKENS)
+from transalign.bench.knee import KNEE_TOLERANCE
 from transalign.engine.bundle import PRECISIONS
 from transalign.engine.defaults import DEFAULT_BATCH_TOKENS
 from transalign.engine.session import PROVIDERS
@@ -24,6 +26,31 @@ def _int_list(flag: str):
 
     parse.__name__ = flag  # argparse names the option in its error
     return parse
+
+
+def _budgets(text: str) -> tuple[int, ...] | str:
+    """``--batch-tokens``: a comma-separated list of integers, or ``sweep`` alone (each provider's
+    SWEEP_BATCH_TOKENS, expanded once the providers are known)."""
+    import argparse
+
+    words = [x.strip().lower() for x in text.split(",")]
+    if SWEEP in words:
+        if len(words) > 1:
+            raise argparse.ArgumentTypeError(f"{text!r}: '{SWEEP}' stands alone (it measures {_sweeps()}); "
+                                             "give either sweep or a comma-separated list of integers")
+        return SWEEP
+    try:
+        return _int_list("--batch-tokens")(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a comma-separated list of integers nor "
+                                         f"'{SWEEP}'") from None
+
+
+_budgets.__name__ = "--batch-tokens"
+
+
+def _sweeps() -> str:
+    return ", ".join(f"{','.join(map(str, b))} on {p}" for p, b in SWEEP_BATCH_TOKENS.items())
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -61,9 +88,11 @@ def register(sub) -> None:
                    help=f"{', '.join(PROVIDERS)} or {','.join(PROVIDERS)} (default: every available one)")
     p.add_argument("--threads", type=_int_list("--threads"), default=(None,), metavar="N[,N...]",
                    help="comma-separated thread counts, e.g. 1,2,4 (default: all cores)")
-    p.add_argument("--batch-tokens", type=_int_list("--batch-tokens"), default=(None,), metavar="N[,N...]",
+    p.add_argument("--batch-tokens", type=_budgets, default=(None,), metavar="N[,N...]|sweep",
                    help=f"comma-separated token budgets (default {DEFAULT_BATCH_TOKENS['cpu']} CPU, "
-                        f"{DEFAULT_BATCH_TOKENS['cuda']} CUDA)")
+                        f"{DEFAULT_BATCH_TOKENS['cuda']} CUDA), or '{SWEEP}' for {_sweeps()}; with two or more "
+                        "budgets the report names the knee: the smallest budget within "
+                        f"{KNEE_TOLERANCE:.0%}% of the best pairs/s")
     p.add_argument("--latency-pairs", type=int, default=DEFAULT_LATENCY_PAIRS, metavar="N",
                    help=f"pairs of median length aligned one per call for latency (0: none; default "
                         f"{DEFAULT_LATENCY_PAIRS})")
@@ -82,7 +111,7 @@ def run(args) -> int:
 
     for threads in args.threads:  # every value checked by the engine's rule before any measuring
         LoadOptions(threads=threads)
-    for budget in args.batch_tokens:
+    for budget in () if args.batch_tokens == SWEEP else args.batch_tokens:
         LoadOptions(batch_tokens=budget)
     if args.json and not Path(args.json).resolve().parent.is_dir():  # fail now, not after the measuring
         raise ValueError(f"--json {args.json}: directory {Path(args.json).resolve().parent} does not exist")
