@@ -175,7 +175,7 @@ def test_progress_moves_per_encoder_batch_and_counts_every_row(tiny_bundle, tmp_
 def test_cli_progress_line_has_rate_and_eta(tiny_bundle, pairs, tmp_path, capsys):
     run_corpus(tiny_bundle, pairs, tmp_path / "out", "--progress", "always", "--batch-tokens", "256")
     err = capsys.readouterr().err
-    assert "pairs: 60/60 (100.0%)" in err and "/s" in err and "ETA" in err, err
+    assert "pairs (cpu, fp32): 60/60 (100.0%)" in err and "/s" in err and "ETA" in err, err
 
 
 # ---- structure (25) ------------------------------------------------------------------------------

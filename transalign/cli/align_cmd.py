@@ -68,7 +68,8 @@ def run(args) -> int:
     total = _count_pairs(inputs[0], "lines" if args.input else args.input_format)
     show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty()
                                          and (total is None or total >= PROGRESS_MIN_PAIRS))
-    progress = Progress(total, f"aligned pairs ({aligner.provider}, {aligner.precision})", show)
+    progress = Progress(total, "aligned pairs", show)
+    progress.ran(aligner.provider, aligner.precision)
     sides = _ParallelSides(args.input) if args.input else \
         (_Side(args.src, args.input_format), _Side(args.tgt, args.input_format))
     src, tgt = sides.sides() if args.input else sides

@@ -38,8 +38,9 @@ def register(sub) -> None:
     p.add_argument("--shard-pairs", type=int, default=DEFAULT_SHARD_PAIRS,
                    help=f"pairs per shard (default {DEFAULT_SHARD_PAIRS:,})")
     p.add_argument("--resume", action="store_true",
-                   help="continue the job in OUTDIR (same input, bundle and options); shards whose files changed "
-                        "since they were written are aligned again, with a warning naming them")
+                   help="continue the job in OUTDIR (same input, bundle and options, --precision included); shards "
+                        "whose files changed since they were written are aligned again, with a warning naming them; "
+                        "another provider than the kept shards ran on is allowed, with a warning")
     p.add_argument("--ray", nargs="?", const=True, default=False, metavar="ADDRESS",
                    help="run on Ray Data actors: the cluster at ADDRESS, or a local one (needs the `ray` extra)")
     p.add_argument("--workers", type=int, default=1, help="Ray actors, one Aligner each (default 1)")
@@ -98,5 +99,6 @@ def run(args) -> int:
         stderr_log(f"{summary.outdir}: {summary.pairs} pairs in {summary.shards} shards "
                    f"({summary.written} written now)" + (f", {summary.skipped} too long" if summary.skipped else "")
                    + (f", {summary.rejected} rows rejected (see {summary.rejects})" if summary.rejects else "")
-                   + (f", {len(summary.repaired)} damaged shards aligned again" if summary.repaired else ""))
+                   + (f", {len(summary.repaired)} damaged shards aligned again" if summary.repaired else "")
+                   + (f"; ran on {', '.join(summary.ran)}" if summary.ran else ""))
     return 0

@@ -14,6 +14,13 @@ class Progress:
         self.total, self.label, self.enabled, self.interval = total, label, enabled, interval
         self.done = 0
         self.start = self.last = time.perf_counter()
+        self._base = label
+
+    def ran(self, provider: str, precision: str) -> None:
+        """Name the provider and precision that really run in the label, `aligned pairs (cpu,
+        fp32)`: read back from the Aligner, so a CUDA that fell back shows as the CPU. Called
+        again (a Ray worker on another engine), it names the new ones."""
+        self.label = f"{self._base} ({provider}, {precision})"
 
     def update(self, n: float = 1) -> None:
         self.done += n

@@ -17,7 +17,9 @@ equals the uninterrupted run's. A resume first checks every complete shard's fil
 manifest and aligns again any that changed since they were written, saying so.
 
 In process (default) or on Ray Data actors (``ray=True`` or an address; ``ray_job.py``): both
-write the same shards through the same ``shards.write_shard``.
+write the same shards through the same ``shards.write_shard``, and both record in the manifest's
+``runs`` the provider and precision that really ran (``manifest.Run``), read back from the loaded
+Aligner (on Ray: reported by the workers with every batch), next to what was asked.
 """
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from transalign.corpus.formats import INPUT_FORMATS, count_rows, detect_format, iter_pairs
-from transalign.corpus.manifest import JobManifest, damaged_shards, describe_job, forget_shard, prepare_outdir, \
-    remove
+from transalign.corpus.manifest import JobManifest, Run, damaged_shards, describe_job, forget_shard, \
+    prepare_outdir, remove
 from transalign.corpus.shards import AlignSettings, RowPolicy, align_rows, chunks, rejects_part_name, record_shard, \
-    resume_point, shard_files, shard_log, write_shard
+    resume_point, shard_files, shard_log, tell_progress, write_shard
 from transalign.corpus.writers import OUTPUT_FORMATS
 from transalign.formats.alignments import FormatError
 from transalign.outputs import open_output
@@ -54,6 +56,7 @@ class JobSummary:
     rejected: int = 0  # rows of the whole job set aside in the rejects file (rejects option)
     rejects: Path | None = None  # the rejects file
     repaired: tuple[int, ...] = ()  # complete shards found damaged on resume and aligned again
+    ran: tuple[str, ...] = ()  # "provider precision" of every engine that aligned rows in this call
 
 
 def align_corpus(bundle: str | Path, input: str | Path, outdir: str | Path, *, input_format: str | None = None,
@@ -80,9 +83,12 @@ def align_corpus(bundle: str | Path, input: str | Path, outdir: str | Path, *, i
     other rows keep their input positions. Part of the job's identity, like every option that
     changes the result.
 
-    ``log(message)``: a line per shard; ``warn(message)``: damaged shards found on resume
+    ``log(message)``: a line per shard; ``warn(message)``: damaged shards found on resume, a
+    resume on another provider than the shards it keeps, Ray workers that ran different engines
     (default: standard error); ``progress(total_rows)``: returns an object whose ``update(rows)``
-    is called after every encoder batch (``total_rows`` None when unknown).
+    is called after every encoder batch (``total_rows`` None when unknown) and, if it has one,
+    whose ``ran(provider, precision)`` is called once they are known (on Ray: with the first
+    batch; workers that disagree give "cpu+cuda").
     """
     from transalign.engine.options import LoadOptions
 
@@ -105,14 +111,16 @@ def align_corpus(bundle: str | Path, input: str | Path, outdir: str | Path, *, i
             write_rejects_file(job, outdir, rejects_path)  # cheap, and FILE may have been changed since
         log(f"{outdir}: complete already ({job.shards} shards, {job.pairs} pairs)")
         return JobSummary(outdir, job.shards, 0, job.pairs, 0, sum(job.rejected.values()), rejects_path)
+    run = Run(job, provider, precision, warn)
     if ray is not False:
         from transalign.corpus.ray_job import run_on_ray
 
-        written, skipped, rows = run_on_ray(job, input_path, outdir, settings, load, bundle, address=ray,
+        written, skipped, rows = run_on_ray(job, input_path, outdir, settings, load, bundle, run, address=ray,
                                             workers=workers, gpus_per_worker=gpus_per_worker, log=log,
                                             progress=progress)
     else:
-        written, skipped, rows = _run_in_process(job, input_path, outdir, settings, load, bundle, log, progress)
+        written, skipped, rows = _run_in_process(job, input_path, outdir, settings, load, bundle, run, log,
+                                                 progress)
     _remove_strays(job, outdir, warn)  # now that the number of shards is known
     rejected = sum(job.rejected.values())
     job.pairs = rows - rejected
@@ -120,7 +128,8 @@ def align_corpus(bundle: str | Path, input: str | Path, outdir: str | Path, *, i
         write_rejects_file(job, outdir, rejects_path)  # before "complete": a kill here is resumed
     job.complete = True
     job.save(outdir)
-    return JobSummary(outdir, job.shards, written, job.pairs, skipped, rejected, rejects_path, repaired)
+    ran = tuple(f"{e['provider']} {e['precision']}" for e in run.entry["ran"])
+    return JobSummary(outdir, job.shards, written, job.pairs, skipped, rejected, rejects_path, repaired, ran)
 
 
 def _check_arguments(input_path: Path, input_format, output_format, shard_pairs, ray, workers,
@@ -230,14 +239,17 @@ def write_rejects_file(job: JobManifest, outdir: Path, path: Path) -> None:
 
 
 def _run_in_process(job: JobManifest, input_path: Path, outdir: Path, settings: AlignSettings, load, bundle: Path,
-                    log, progress) -> tuple[int, int, int]:
+                    run: Run, log, progress) -> tuple[int, int, int]:
     """Align the shards ``job`` lacks here; returns (shards written, pairs skipped, input rows)."""
     from transalign.engine.aligner import Aligner
 
     aligner = Aligner.load(bundle, options=load)
+    run.ran(aligner.provider, aligner.precision)  # what ran: auto that got the CPU is "cpu"
     shard_pairs, done = job.options["shard_pairs"], set(job.completed)
     k, pos, lineno = resume_point(job)
-    bar = _progress(progress, input_path, settings.input_format, shard_pairs, done)
+    shown = _progress(progress, input_path, settings.input_format, shard_pairs, done)
+    tell_progress(shown, run)
+    bar = None if shown is None else shown.update
     reader = iter_pairs(input_path, settings.input_format, pos, lineno)
     written = skipped = 0
     rows = k * shard_pairs
@@ -249,7 +261,7 @@ def _run_in_process(job: JobManifest, input_path: Path, outdir: Path, settings: 
             pieces = (align_rows(aligner, chunk, index, settings, bar)
                       for index, chunk in _indexed(chunks(shard), k * shard_pairs))
             result = write_shard(outdir, k, settings, pieces, input_path)
-            record_shard(job, outdir, k, (first.pos, first.lineno), result, settings.policy.rejects)
+            record_shard(job, outdir, k, (first.pos, first.lineno), result, settings.policy.rejects, run)
             count, skipped, written = result.rows, skipped + result.skipped, written + 1
             log(shard_log(k, settings.output_format, result))
         k, rows = k + 1, rows + count
@@ -267,14 +279,15 @@ def _indexed(pieces, first: int):
 
 
 def _progress(progress, input_path: Path, input_format: str, shard_pairs: int, done: set):
-    """The update callable of the caller's progress display (None: no display): its total is
-    the rows still to align (counted from the input: a fast read next to aligning)."""
+    """The caller's progress display (None: no display): its total is the rows still to align
+    (counted from the input: a fast read next to aligning)."""
     if progress is None:
         return None
     total = count_rows(input_path, input_format)
     if total is not None:
         total -= sum(min(shard_pairs, max(total - k * shard_pairs, 0)) for k in done)
-    return progress(total).update
+    return progress(total)
+
 
 
 def stderr_log(message: str) -> None:

@@ -13,9 +13,17 @@ result that no single run produces. On resume every listed file is checked again
 size and sha256 (`damaged_shards`): a shard whose file or rejects part was truncated, extended,
 deleted, replaced by a directory or otherwise changed is aligned again, never trusted.
 
+The manifest also lists the job's ``runs``: one entry per call that wrote shards, with what was
+asked (provider, precision), what really ran (read back from the loaded Aligner: an ``auto``
+that ran on the CPU records "cpu"; on Ray, every engine the workers reported) and the shards it
+wrote. The provider is not part of the job's identity (a job may be resumed on another
+provider), so `Run` warns when a resume runs on another engine than the shards it keeps; the
+precision is part of the options, so a resume with another precision is refused.
+
 The manifest is read strictly (`JobManifest.load`): an unknown field or a field of the wrong type
-is an error naming it, not a traceback. Version 1 manifests (no digests) are read; their shards
-have nothing to be verified against and are aligned again.
+is an error naming it, not a traceback. Older versions are read and upgraded: version 1 (no
+digests; its shards have nothing to be verified against and are aligned again) and version 2
+(no ``runs``: what ran before is unknown, so nothing is compared with it).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import hashlib
 import json
 import os
 import shutil
+from datetime import datetime, timezone
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +42,7 @@ from transalign.engine.bundle import MANIFEST_NAME
 from transalign.outputs import open_output
 
 JOB_FORMAT = "transalign-corpus-job"
-JOB_VERSION = 2
+JOB_VERSION = 3  # 3: runs (what ran); 2: file digests
 JOB_FILE = "manifest.json"
 
 
@@ -54,6 +63,9 @@ class JobManifest:
     rejected: dict[str, int] = field(default_factory=dict)
     # size and sha256 of every committed file of a complete shard ({"part-00000.txt": {...}})
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # one entry per call that wrote shards: {"started", "asked": {"provider", "precision"},
+    # "ran": [{"provider", "precision"}, ...] (read back from the Aligner(s)), "shards": [k, ...]}
+    runs: list[dict[str, Any]] = field(default_factory=list)
     shards: int | None = None  # known once the whole input was read
     pairs: int | None = None  # output records: input rows less the rejected ones
     complete: bool = False
@@ -77,10 +89,16 @@ class JobManifest:
         except (OSError, ValueError) as exc:
             raise JobError(f"{path}: cannot read the job manifest ({exc})") from None
         if not isinstance(data, dict) or data.get("format") != JOB_FORMAT \
-                or data.get("format_version") not in (1, JOB_VERSION):
-            raise JobError(f"{path} is not a version {JOB_VERSION} {JOB_FORMAT} manifest")
+                or data.get("format_version") not in (1, 2, JOB_VERSION):
+            raise JobError(f"{path} is not a version {JOB_VERSION} {JOB_FORMAT} manifest (nor an older version "
+                           "this transalign reads)")
+        if data["format_version"] < 3 and "runs" in data:  # an edited manifest, not one to trust
+            raise JobError(f"{path}: unknown field 'runs' in a version {data['format_version']} manifest (it came "
+                           "with version 3); this manifest was edited")
         if data["format_version"] == 1:
             data = _upgrade_v1(data)
+        if data["format_version"] == 2:
+            data = _upgrade_v2(data)
         check_fields(data, SCHEMA, path)
         return cls(**data)
 
@@ -88,12 +106,15 @@ class JobManifest:
 # The manifest's fields and their types: a type (or tuple), {"field": spec} for an object with
 # exactly these fields, ("list", spec) and ("map", spec) for a list / an object of any keys.
 _DIGEST = {"bytes": int, "sha256": str}
+_ENGINE = {"provider": str, "precision": str}
 SCHEMA: dict[str, Any] = {
     "input": {"path": str, "format": str, "size": int, "sha256": str},
     "bundle": {"path": str, "manifest_sha256": str},
     "options": ("map", (str, int, float, bool, type(None))),
     "completed": ("list", int), "starts": ("map", {"pos": int, "lineno": int}), "rejected": ("map", int),
-    "files": ("map", _DIGEST), "shards": (int, type(None)), "pairs": (int, type(None)), "complete": bool,
+    "files": ("map", _DIGEST),
+    "runs": ("list", {"started": str, "asked": _ENGINE, "ran": ("list", _ENGINE), "shards": ("list", int)}),
+    "shards": (int, type(None)), "pairs": (int, type(None)), "complete": bool,
     "format": str, "format_version": int,
 }
 
@@ -134,13 +155,74 @@ def _join(name: str, key: str) -> str:
 
 def _upgrade_v1(data: dict) -> dict:
     """A version 1 manifest as version 2: no digests (its shards will be aligned again)."""
-    data = dict(data, format_version=JOB_VERSION, files={}, starts={})
+    data = dict(data, format_version=2, files={}, starts={})
     if isinstance(data.get("options"), dict):  # options added since, at the values that meant v1's behaviour
         data["options"] = {"method": None, "word_level": None, "scores": False, **data["options"]}
     last = data.pop("last_start", None)
     if isinstance(last, dict) and {"shard", "pos", "lineno"} <= set(last):
         data["starts"] = {str(last["shard"]): {"pos": last["pos"], "lineno": last["lineno"]}}
     return data
+
+
+def _upgrade_v2(data: dict) -> dict:
+    """A version 2 manifest as version 3: no runs recorded (what ran then is unknown)."""
+    return dict(data, format_version=JOB_VERSION, runs=[])
+
+
+class Run:
+    """This call's entry in the manifest's ``runs``: what was asked, what ran, the shards it wrote.
+
+    The entry joins ``job.runs`` with the first shard this call writes (a call that writes none
+    leaves no trace). `ran` is told each engine that aligns rows: in process the Aligner's
+    provider and precision once, on Ray those every batch's worker reported. A new engine is
+    compared with the other engines of this run (Ray workers that disagree) and with those that
+    wrote the complete shards kept from earlier runs (a resume on another provider); either
+    difference is warned about, since fp32 links can differ in their last bits between providers.
+    """
+
+    def __init__(self, job: JobManifest, provider: str, precision: str, warn):
+        self.job, self.warn = job, warn
+        self.entry = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                      "asked": {"provider": provider, "precision": precision}, "ran": [], "shards": []}
+
+    def ran(self, provider: str, precision: str) -> bool:
+        """Note an engine that aligns this run's rows; True when it is new to this run."""
+        engine = {"provider": provider, "precision": precision}
+        if engine in self.entry["ran"]:
+            return False
+        if self.entry["ran"]:
+            self.warn(f"workers ran different engines: {_engines(self.entry['ran'] + [engine])}; fp32 links can "
+                      "differ in their last bits between providers (the manifest's runs list them all)")
+        else:
+            kept = [e for e in self.kept_engines() if e != engine]
+            if kept:
+                self.warn(f"this run aligns on {_engines([engine])}; complete shards of an earlier run were aligned "
+                          f"on {_engines(kept)}: fp32 links can differ in their last bits between providers (the "
+                          "manifest's runs say which shards ran where; start a new job for one provider throughout)")
+        self.entry["ran"].append(engine)
+        return True
+
+    def kept_engines(self) -> list[dict]:
+        """The engines that wrote the complete shards this job keeps, as recorded (a shard written
+        by more than one run counts by its last)."""
+        owner = {}
+        for run in self.job.runs:
+            if run is not self.entry:
+                owner.update({k: run["ran"] for k in run["shards"]})
+        engines = []
+        for k in self.job.completed:
+            engines += [e for e in owner.get(k, []) if e not in engines]
+        return engines
+
+    def wrote(self, k: int) -> None:
+        """Shard ``k`` was written by this run (called before the manifest is saved)."""
+        if not any(run is self.entry for run in self.job.runs):
+            self.job.runs.append(self.entry)
+        self.entry["shards"].append(k)
+
+
+def _engines(engines: list[dict]) -> str:
+    return ", ".join(f"{e['provider']} {e['precision']}" for e in engines)
 
 
 def file_digest(path: Path) -> dict[str, Any]:
@@ -248,7 +330,8 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
         if isinstance(a, dict) and isinstance(b, dict):
             out += _differences(a, b, f"{prefix}{key}.")
         elif a != b:
-            out.append(f"{prefix}{key} {b!r} (the job has {a!r})")
+            flag = f"--{key.replace('_', '-')}; " if prefix == "options." else ""  # each option is a flag
+            out.append(f"{prefix}{key} {b!r} ({flag}the job has {a!r})")
     return out
 
 

@@ -16,7 +16,9 @@ column, no alignment), actors add the rows they cannot align (unknown language, 
 driver writes each shard (and its rejects part) from the ordered stream
 (``shards.write_shard``), exactly as in process; the job's row policy is applied there, once. An actor that dies is restarted by Ray and its batch retried
 (Ray Data's defaults for actor pools); the output cannot hold a pair twice because the driver
-writes each shard once from the ordered stream. ``ray`` and ``pyarrow`` come with the ``ray``
+writes each shard once from the ordered stream. Each actor reports the provider and precision
+its Aligner really runs in two columns of every batch it returns, so the driver records what ran
+(all of it, with a warning, if workers disagree: a restarted actor may land on another node). ``ray`` and ``pyarrow`` come with the ``ray``
 extra and are imported only here.
 """
 
@@ -29,7 +31,7 @@ from pathlib import Path
 from transalign.corpus import reaper
 from transalign.corpus.formats import Pair, Rejected, _words, iter_pairs
 from transalign.corpus.shards import AlignSettings, RowPolicy, align_pairs, chunks, language_problem, record_shard, \
-    shard_log, write_shard
+    shard_log, tell_progress, write_shard
 from transalign.corpus.writers import Record
 
 __all__ = ["AlignBatch", "align_dataset", "run_on_ray"]
@@ -47,13 +49,16 @@ class AlignBatch:
     ``rejects=True``: a row that cannot be aligned (unknown language code; too long, unless
     on_too_long="skip") comes back with no links and the reason in a ``reject`` column instead of
     failing the dataset; rows whose ``reject`` column is already set are passed through unaligned.
+
+    ``engine_columns=True``: add ``provider`` and ``precision`` columns, what this actor's
+    Aligner really runs (read back from its session: an ``auto`` that got the CPU says "cpu").
     """
 
     def __init__(self, bundle: str, provider: str = "auto", precision: str = "fp32", threads: int | None = None,
                  src_lang: str | None = None, tgt_lang: str | None = None, threshold: float | None = None,
                  batch_tokens: int | None = None, on_too_long: str = "error", input_name: str = "dataset",
                  output_columns: list[str] | None = None, rejects: bool = False, method: str | None = None,
-                 word_level: str | None = None, scores: bool = False):
+                 word_level: str | None = None, scores: bool = False, engine_columns: bool = False):
         from transalign.engine.aligner import Aligner
         from transalign.engine.options import LoadOptions, check_length_policy, resolve_extraction
 
@@ -62,7 +67,7 @@ class AlignBatch:
         extraction = resolve_extraction(self.aligner.manifest, method, word_level, threshold, scores)
         self.settings = AlignSettings(extraction, src_lang, tgt_lang, check_length_policy(on_too_long) == "skip",
                                       RowPolicy(rejects, input_name))
-        self.output_columns = output_columns
+        self.output_columns, self.engine_columns = output_columns, engine_columns
 
     def __call__(self, batch):
         import pyarrow as pa
@@ -93,6 +98,9 @@ class AlignBatch:
             reasons = pa.array(reject, pa.string())
             batch = (batch.set_column(batch.column_names.index("reject"), "reject", reasons) if "reject" in names
                      else batch.append_column("reject", reasons))
+        if self.engine_columns:
+            for name in ("provider", "precision"):
+                batch = batch.append_column(name, pa.array([getattr(self.aligner, name)] * batch.num_rows, pa.string()))
         return batch.select(self.output_columns) if self.output_columns else batch
 
 
@@ -108,7 +116,8 @@ def align_dataset(ds, bundle: str | Path, *, src_lang: str | None = None, tgt_la
                   batch_tokens: int | None = None, on_too_long: str = "error", workers: int = 1,
                   gpus_per_worker: float = 0.0, threads: int | None = None, batch_size: int | None = 4096,
                   output_columns: list[str] | None = None, input_name: str = "dataset", rejects: bool = False,
-                  method: str | None = None, word_level: str | None = None, scores: bool = False):
+                  method: str | None = None, word_level: str | None = None, scores: bool = False,
+                  engine_columns: bool = False):
     """``ds`` (a ``ray.data.Dataset`` with src/tgt columns) -> the same rows with a ``links`` column.
 
     ``workers`` actors (``concurrency``), each with its own Aligner, ``threads`` CPUs (``num_cpus``
@@ -118,6 +127,7 @@ def align_dataset(ds, bundle: str | Path, *, src_lang: str | None = None, tgt_la
     ``input_name`` is named in error messages (with the row's ``lineno`` column when present).
     ``rejects``: rows that cannot be aligned get a ``reject`` reason instead of failing (AlignBatch).
     ``method``, ``word_level``, ``threshold`` (None: the bundle's) and ``scores``: `Aligner.align`'s.
+    ``engine_columns``: add ``provider`` and ``precision`` columns, what each row's actor ran.
     """
     import ray
 
@@ -130,7 +140,8 @@ def align_dataset(ds, bundle: str | Path, *, src_lang: str | None = None, tgt_la
                                "threads": threads or 1, "src_lang": src_lang, "tgt_lang": tgt_lang,
                                "threshold": threshold, "batch_tokens": batch_tokens, "on_too_long": on_too_long,
                                "output_columns": output_columns, "input_name": input_name, "rejects": rejects,
-                               "method": method, "word_level": word_level, "scores": scores},
+                               "method": method, "word_level": word_level, "scores": scores,
+                               "engine_columns": engine_columns},
         **remote_args)
 
 
@@ -184,9 +195,10 @@ def read_shard_rows(batch, path: str, fmt: str, shard_pairs: int):
             yield pa.table({name: pa.array(values, types[name]) for name, values in rows.items()})
 
 
-def run_on_ray(job, input_path: Path, outdir: Path, settings: AlignSettings, load, bundle: Path, *, address,
+def run_on_ray(job, input_path: Path, outdir: Path, settings: AlignSettings, load, bundle: Path, run, *, address,
                workers: int, gpus_per_worker: float, log, progress=None) -> tuple[int, int, int]:
-    """Align the shards ``job`` lacks on Ray; returns (shards written, pairs skipped, input rows)."""
+    """Align the shards ``job`` lacks on Ray; returns (shards written, pairs skipped, input rows).
+    ``run`` (`manifest.Run`) is told the engines the workers report with their batches."""
     try:
         import ray
         import ray.data
@@ -199,7 +211,7 @@ def run_on_ray(job, input_path: Path, outdir: Path, settings: AlignSettings, loa
     pending = [k for k in range(len(starts)) if k not in set(job.completed)]
     if not pending:
         return 0, 0, rows
-    bar = None if progress is None else progress(sum(starts[k][2] for k in pending)).update
+    shown = None if progress is None else progress(sum(starts[k][2] for k in pending))
     started, watcher = False, None
     if not ray.is_initialized():
         _quiet_ray()
@@ -222,7 +234,7 @@ def run_on_ray(job, input_path: Path, outdir: Path, settings: AlignSettings, loa
         # bundles max(both batch sizes) *input* rows per task; each input row is a shard
         # descriptor, so a batch size of N rows put N whole shards into one task -- with the
         # defaults every shard of the job in one task, on one actor, returned only at its end.
-        keep = ["shard", "index", "id", "links", "lineno", "pos", "reject", "raw"] \
+        keep = ["shard", "index", "id", "links", "lineno", "pos", "reject", "raw", "provider", "precision"] \
             + (["skipped"] if settings.skip_long else []) + (["scores"] if settings.extraction.scores else [])
         # rejects=True: actors hand every bad row back in its place; the driver applies the job's
         # row policy when it writes the shard (write_shard), as in process
@@ -233,13 +245,13 @@ def run_on_ray(job, input_path: Path, outdir: Path, settings: AlignSettings, loa
                            word_level=e.word_level, scores=e.scores, batch_tokens=load.batch_tokens,
                            on_too_long="skip" if settings.skip_long else "error", workers=workers,
                            gpus_per_worker=gpus_per_worker, threads=load.threads, batch_size=None,
-                           output_columns=keep, input_name=settings.input_name, rejects=True)
+                           output_columns=keep, input_name=settings.input_name, rejects=True, engine_columns=True)
         written = skipped = 0
-        stream = _rows(ds, bar)
+        stream = _rows(ds, shown, run)
         for k in pending:
             result = write_shard(outdir, k, settings, chunks(_shard_rows(stream, k, shard_pairs, starts[k][2])),
                                  input_path)
-            record_shard(job, outdir, k, starts[k][:2], result, settings.policy.rejects)
+            record_shard(job, outdir, k, starts[k][:2], result, settings.policy.rejects, run)
             written, skipped = written + 1, skipped + result.skipped
             log(shard_log(k, settings.output_format, result))
         if next(stream, None) is not None:
@@ -258,10 +270,14 @@ def run_on_ray(job, input_path: Path, outdir: Path, settings: AlignSettings, loa
             reaper.stop(watcher)
 
 
-def _rows(ds, progress):
-    """(shard, index, Record | Rejected) for every row of the ordered stream."""
+def _rows(ds, shown, run):
+    """(shard, index, Record | Rejected) for every row of the ordered stream; each batch's engines
+    go to ``run`` (and a new one to the progress display ``shown``) before its rows."""
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         data = batch.to_pydict()
+        engines = dict.fromkeys(zip(data["provider"], data["precision"]))
+        if any([run.ran(provider, precision) for provider, precision in engines]):
+            tell_progress(shown, run)
         none = [None] * batch.num_rows
         for shard, index, ident, links, skip, scores, lineno, pos, reject, raw in zip(
                 data["shard"], data["index"], data["id"], data["links"], data.get("skipped") or none,
@@ -269,8 +285,8 @@ def _rows(ds, progress):
             yield shard, index, (Rejected(pos, lineno, reject, raw) if reject is not None
                                  else Record(index if ident is None else ident, [tuple(link) for link in links], skip,
                                              scores))
-        if progress is not None:
-            progress(batch.num_rows)
+        if shown is not None:
+            shown.update(batch.num_rows)
 
 
 def _shard_rows(stream, k: int, shard_pairs: int, count: int):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from transalign.corpus.formats import Pair, Rejected, RowError, raw_row, reject_line
-from transalign.corpus.manifest import JobManifest, file_digest
+from transalign.corpus.manifest import JobManifest, Run, file_digest
 from transalign.corpus.writers import EXTENSIONS, Record, parquet_writer, write_records
 from transalign.outputs import open_output
 
@@ -208,9 +208,11 @@ def write_shard(outdir: Path, k: int, settings: AlignSettings, pieces: Iterable[
 
 
 def record_shard(job: JobManifest, outdir: Path, k: int, start: tuple[int, int], written: WrittenShard,
-                 rejects: bool) -> None:
+                 rejects: bool, run: Run) -> None:
     """Mark shard ``k`` complete (its files are in place) with where it starts in the input, its
-    files' digests and (rejects option) its count of rejected rows; save the manifest atomically."""
+    files' digests, (rejects option) its count of rejected rows and the run that wrote it; save
+    the manifest atomically."""
+    run.wrote(k)
     job.completed = sorted(set(job.completed) | {k})
     job.starts[str(k)] = {"pos": start[0], "lineno": start[1]}
     if rejects:
@@ -218,6 +220,16 @@ def record_shard(job: JobManifest, outdir: Path, k: int, start: tuple[int, int],
     job.files.update(written.files)
     job.save(outdir)
 
+
+def tell_progress(shown, run: Run) -> None:
+    """Name what this run ran in the caller's progress display, if it can show it (``ran``):
+    every provider and precision seen, joined by "+" when Ray workers disagree."""
+    engines = run.entry["ran"]
+    if shown is None or not hasattr(shown, "ran") or not engines:
+        return
+    providers = dict.fromkeys(e["provider"] for e in engines)
+    precisions = dict.fromkeys(e["precision"] for e in engines)
+    shown.ran("+".join(providers), "+".join(precisions))
 
 def resume_point(job: JobManifest) -> tuple[int, int, int]:
     """(shard, byte offset or Parquet row, line) to start reading at: the start of the first
