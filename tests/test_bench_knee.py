@@ -222,6 +222,27 @@ def test_the_report_names_the_knee_recomputed_from_the_raw_passes(two_budget_run
     assert knee["rate"] == pytest.approx(curve[expected]) and knee["tolerance"] == KNEE_TOLERANCE
     assert results["knee_rule"] == knee_rule() and knee_rule() in stdout
     assert f"- cpu fp32, 1 threads: knee {expected} tokens" in stdout
+    rates = [[v["raw"]["runs"][0]["pairs"] / r["e2e"] for r in v["raw"]["runs"]] for v in results["variants"]]
+    spread = max((max(r) - min(r)) / statistics.median(r) for r in rates)
+    assert knee["pass_spread"] == pytest.approx(spread)
+    assert ("noisy: the passes of one budget differ" in stdout) == (spread > KNEE_TOLERANCE)
+
+
+def test_a_noisy_group_is_flagged_and_a_steady_one_is_not():
+    from transalign.bench.report import _knee_lines, knees
+
+    def variant(budget, median, low, high):
+        return {"provider": "cpu", "precision": "int8", "threads": None, "batch_tokens": budget,
+                "pairs_per_s": {"median": median, "min": low, "max": high}}
+
+    steady = knees([variant(512, 50.0, 49.0, 51.0), variant(1024, 100.0, 99.0, 101.0)])
+    noisy = knees([variant(512, 50.0, 49.0, 51.0), variant(1024, 100.0, 80.0, 120.0)])
+    assert steady[0]["pass_spread"] == pytest.approx(0.04) and noisy[0]["pass_spread"] == pytest.approx(0.4)
+    assert steady[0]["batch_tokens"] == noisy[0]["batch_tokens"] == 1024
+    lines = {name: "\n".join(_knee_lines({"knee_rule": knee_rule(), "knees": k}))
+             for name, k in (("steady", steady), ("noisy", noisy))}
+    assert "noisy" not in lines["steady"] and "differ by up to 40% of its median" in lines["noisy"]
+    assert "- cpu int8, all threads: knee 1024 tokens" in lines["steady"]
 
 
 def test_one_budget_reports_no_knee(tiny_bundle, tmp_path):

@@ -55,11 +55,23 @@ def rederive(results: dict) -> dict:
 def knees(variants: list[dict], tolerance: float = KNEE_TOLERANCE) -> list[dict]:
     """The knee of each provider / precision / threads group measured at two or more token
     budgets (bench/knee.py), from the variants' median pairs/s: what ``--batch-tokens sweep``
-    is for. Groups measured at one budget have no knee and no entry."""
-    found = knees_by(variants, lambda v: (v["provider"], v["precision"], v["threads"]),
-                     lambda v: v["batch_tokens"], lambda v: v["pairs_per_s"]["median"], tolerance)
-    return [{"provider": provider, "precision": precision, "threads": threads, **knee.to_dict()}
-            for (provider, precision, threads), knee in found.items() if knee is not None]
+    is for. Groups measured at one budget have no knee and no entry.
+
+    ``pass_spread`` is the group's widest (fastest - slowest pass) / median pairs/s: where it is
+    above the tolerance, the passes of one budget differ more than the knee rule's band, so the
+    knee may be noise (a busy machine) and the report says so."""
+    def group(v: dict) -> tuple:
+        return v["provider"], v["precision"], v["threads"]
+
+    found = knees_by(variants, group, lambda v: v["batch_tokens"], lambda v: v["pairs_per_s"]["median"], tolerance)
+    out = []
+    for key, knee in found.items():
+        if knee is not None:
+            spread_ = max((v["pairs_per_s"]["max"] - v["pairs_per_s"]["min"]) / v["pairs_per_s"]["median"]
+                          for v in variants if group(v) == key)
+            out.append({"provider": key[0], "precision": key[1], "threads": key[2], **knee.to_dict(),
+                        "pass_spread": spread_})
+    return out
 
 
 def _knee_lines(results: dict) -> list[str]:
@@ -70,6 +82,10 @@ def _knee_lines(results: dict) -> list[str]:
     for k in found:
         threads = "all" if k["threads"] is None else k["threads"]
         lines.append(f"- {k['provider']} {k['precision']}, {threads} threads: {describe(Knee.from_dict(k))}")
+        if k["pass_spread"] > k["tolerance"]:
+            lines.append(f"  noisy: the passes of one budget differ by up to {k['pass_spread']:.0%} of its median, "
+                         f"more than the {k['tolerance']:.0%} band; the knee may be noise (rerun on a quiet "
+                         "machine or with a larger --repeat)")
     return lines
 
 
