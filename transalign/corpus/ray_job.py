@@ -18,8 +18,8 @@ driver writes each shard (and its rejects part) from the ordered stream
 (Ray Data's defaults for actor pools); the output cannot hold a pair twice because the driver
 writes each shard once from the ordered stream. Each actor reports the provider and precision
 its Aligner really runs in two columns of every batch it returns, so the driver records what ran
-(all of it, with a warning, if workers disagree: a restarted actor may land on another node). ``ray`` and ``pyarrow`` come with the ``ray``
-extra and are imported only here.
+(all of it, with a warning, if workers disagree: a restarted actor may land on another node).
+``ray`` and ``pyarrow`` come with the ``ray`` extra and are imported only here.
 """
 
 from __future__ import annotations
