@@ -5,6 +5,7 @@
 - ``measure``: one timed pass, end to end, over the Aligner and its ``AlignStats``;
 - ``stats``: the arithmetic (spread, percentiles, agreement, peak RSS) shared with ``benchmarks/``;
 - ``report``: raw -> derived figures -> tables; ``machine``: what the machine is;
+- ``knee``: the token budget past which throughput stops rising (``--batch-tokens sweep``);
 - ``synthetic``: deterministic pairs from the bundle's own vocabulary.
 
 Nothing here imports torch.
