@@ -15,7 +15,7 @@ import pytest
 from transalign.engine.aligner import Aligner, AlignStats, NonFiniteError, TooLongError
 from transalign.engine.encoder import HiddenRows, check_finite
 from transalign.engine.options import LoadOptions, OptionError
-from transalign.engine.pipeline import run_ahead
+from transalign.engine.pipeline import Pipeline, run_ahead
 from transalign.formats.text import read_sentences
 from transalign.kernels.names import METHODS, WORD_LEVELS
 
@@ -368,3 +368,38 @@ def test_finite_check_is_exact():
         bad[4, 3] = value
         with pytest.raises(NonFiniteError, match="pair 7: .* for the target sentence"):
             check_finite(HiddenRows(bad, rows.offsets, rows.lengths, rows.word_ids, 6, 6), 1, 7)
+
+
+def test_a_pipeline_without_results_lets_everything_through_on_finish():
+    """`keep_results=False` (the service's extractor): the last stage delivers on its own;
+    `finish` (unlike `close`) cancels nothing: every submitted item passes every stage."""
+    seen, gate = [], threading.Event()
+
+    def slow_double(x):
+        gate.wait(5)
+        return 2 * x
+
+    pipeline = Pipeline([slow_double, seen.append], keep_results=False)
+    for k in range(20):
+        pipeline.submit(k)
+    threading.Timer(0.1, gate.set).start()
+    pipeline.finish()
+    assert seen == [2 * k for k in range(20)]
+    assert not any(t.is_alive() for t in pipeline._threads)
+
+
+def test_encode_then_extract_is_align_prepared(aligner, mixed_pairs):
+    """The service's two halves (`encode_prepared`, `extract_encoded`, on different threads)
+    give `align_prepared`'s results and statistics."""
+    src, tgt = mixed_pairs
+    prepared = aligner.prepare(src, tgt, "bam_Latn", "eng_Latn", on_too_long="skip")
+    whole = aligner.align_prepared(prepared, with_scores=True, method="argmax")
+    encoded = aligner.encode_prepared(prepared, with_scores=True, method="argmax")
+    halves = []
+    thread = threading.Thread(target=lambda: halves.append(aligner.extract_encoded(encoded)))
+    thread.start()
+    thread.join()
+    assert halves[0] == whole
+    assert (halves[0].stats.pairs, halves[0].stats.skipped, halves[0].stats.real_tokens,
+            halves[0].stats.padded_tokens) == (whole.stats.pairs, whole.stats.skipped, whole.stats.real_tokens,
+                                               whole.stats.padded_tokens)

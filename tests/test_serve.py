@@ -31,7 +31,8 @@ with warnings.catch_warnings():  # this Starlette deprecates httpx under TestCli
     from fastapi.testclient import TestClient  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from transalign.engine.aligner import Aligner  # noqa: E402
+from transalign.engine.aligner import PIPELINE_BUFFERS, Aligner  # noqa: E402
+from transalign.engine.options import LoadOptions  # noqa: E402
 from transalign.formats.text import read_sentences  # noqa: E402
 from transalign.kernels.names import METHODS, WORD_LEVELS  # noqa: E402
 from transalign.serve import ServeConfig, create_app  # noqa: E402
@@ -69,8 +70,8 @@ def multi_request_batches(samples) -> float:
 
 
 class Gate:
-    """Wraps a real Aligner: `align_prepared` (what the worker calls) waits for `open` and raises
-    on a sentence containing BOOM.
+    """Wraps a real Aligner: `encode_prepared` (the worker's encoder call) waits for `open` and
+    raises on a sentence containing BOOM.
 
     Lets a test hold the worker inside a batch (queue-full, shutdown) or make one request of a
     batch fail inside the engine (isolation)."""
@@ -84,13 +85,13 @@ class Gate:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def align_prepared(self, prepared, *args, **kwargs):
+    def encode_prepared(self, prepared, *args, **kwargs):
         self.entered.set()
         assert self.open.wait(DEADLINE_S)
         self.calls.append(len(prepared))
         if any("BOOM" in words for words in prepared.src):
             raise ValueError("a sentence contains BOOM")
-        return self.inner.align_prepared(prepared, *args, **kwargs)
+        return self.inner.encode_prepared(prepared, *args, **kwargs)
 
 
 @contextlib.contextmanager
@@ -274,8 +275,14 @@ def test_load_failure_is_reported(tmp_path):
     assert [str(f) for f in failures] == ["bundle is damaged"]
 
 
-def test_queue_full_answers_429(tiny_bundle, direct):
-    gate = Gate(Aligner.load(tiny_bundle, provider="cpu"), closed=False)
+def load_cpu(bundle, pipeline: str = "off") -> Aligner:
+    """The tiny bundle on CPU; pipeline "on": the service's worker then extracts on a second thread."""
+    return Aligner.load(bundle, options=LoadOptions(provider="cpu", pipeline=pipeline))
+
+
+@pytest.mark.parametrize("pipeline", ["off", "on"])
+def test_queue_full_answers_429(tiny_bundle, direct, pipeline):
+    gate = Gate(load_cpu(tiny_bundle, pipeline), closed=False)
     body = {"pairs": [{"src": "a b", "tgt": "c d"}] * 4, **LANGS}
     with app_client(tiny_bundle, load=lambda: gate, max_queue_pairs=4, max_pairs_per_request=4,
                     max_batch_requests=1, max_wait_ms=0) as c, ThreadPoolExecutor(2) as pool:
@@ -300,10 +307,11 @@ def test_queue_full_answers_429(tiny_bundle, direct):
         assert samples[("transalign_requests_total", (("path", "/v1/align"), ("status", "429")))] == 1
 
 
-def test_a_failing_request_does_not_fail_its_batch(tiny_bundle, direct):
+@pytest.mark.parametrize("pipeline", ["off", "on"])
+def test_a_failing_request_does_not_fail_its_batch(tiny_bundle, direct, pipeline):
     """Two requests queue while the worker is held; they share the next batch (one group), the
     engine raises on one of them: only that one fails."""
-    gate = Gate(Aligner.load(tiny_bundle, provider="cpu"))
+    gate = Gate(load_cpu(tiny_bundle, pipeline))
     with app_client(tiny_bundle, load=lambda: gate, max_wait_ms=0) as c, ThreadPoolExecutor(3) as pool:
         wait_ready(c.get)
         gate.open.clear()
@@ -325,6 +333,104 @@ def test_a_failing_request_does_not_fail_its_batch(tiny_bundle, direct):
         assert bad.result().json()["error"] == {"code": "invalid_request", "message": "a sentence contains BOOM",
                                                 "pair": None}
     assert gate.calls[0] == 1 and gate.calls[1] == 3 and sorted(gate.calls[2:]) == [1, 2]  # merged, then alone
+
+
+class NanGate(Gate):
+    """A `Gate` whose encoder half also writes NaN into the hidden rows of every source sentence
+    holding the word NAN: the extraction half (`check_finite`) then refuses the whole group."""
+
+    def __init__(self, inner: Aligner, closed: bool = False):
+        super().__init__(inner, closed)
+        self.extract_open = threading.Event()
+        self.extract_open.set()
+        self.extracting = 0
+
+    def encode_prepared(self, prepared, *args, **kwargs):
+        encoded = super().encode_prepared(prepared, *args, **kwargs)
+        rows = encoded.rows
+        for k, words in enumerate(prepared.src):
+            if "NAN" in words:
+                rows.hidden[rows.offsets[k]:rows.offsets[k] + rows.lengths[k]] = float("nan")
+        return encoded
+
+    def extract_encoded(self, encoded, *args, **kwargs):
+        self.extracting += 1
+        assert self.extract_open.wait(DEADLINE_S)
+        return self.inner.extract_encoded(encoded, *args, **kwargs)
+
+
+def queued(c, pairs: int) -> None:
+    end = time.monotonic() + DEADLINE_S
+    while c.app.state.batcher.queued_pairs < pairs:
+        assert time.monotonic() < end
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("pipeline", ["off", "on"])
+def test_a_group_failing_in_extraction_is_retried_request_by_request(tiny_bundle, direct, pipeline):
+    """The encoder half succeeds, the extraction half refuses the merged group (NaN in one
+    request's rows): every request runs again alone, only the one with NaN fails."""
+    gate = NanGate(load_cpu(tiny_bundle, pipeline))
+    with app_client(tiny_bundle, load=lambda: gate, max_wait_ms=0) as c, ThreadPoolExecutor(4) as pool:
+        wait_ready(c.get)
+        gate.open.clear()
+        gate.entered.clear()
+        gate.calls.clear()
+        blocker = pool.submit(c.post, "/v1/align", json={"pairs": [{"src": "x", "tgt": "y"}], **LANGS})
+        assert gate.entered.wait(DEADLINE_S)
+        good = pool.submit(c.post, "/v1/align", json={"pairs": [{"src": "a b", "tgt": "c"}] * 2, **LANGS})
+        bad = pool.submit(c.post, "/v1/align", json={"pairs": [{"src": "NAN here", "tgt": "c"}], **LANGS})
+        other = pool.submit(c.post, "/v1/align", json={"pairs": [{"src": "d e", "tgt": "f g"}], **LANGS})
+        queued(c, 4)
+        gate.open.set()
+        assert blocker.result().status_code == 200
+        expected = links(direct.align(["a b"] * 2, ["c"] * 2, **LANGS))
+        assert good.result().json()["results"] == [{"links": r} for r in expected]
+        assert other.result().json()["results"] == [{"links": r} for r in links(direct.align(["d e"], ["f g"],
+                                                                                            **LANGS))]
+        assert bad.result().status_code == 400
+        assert "NaN" in bad.result().json()["error"]["message"]
+    assert gate.calls[:2] == [1, 4] and sorted(gate.calls[2:]) == [1, 1, 2]  # merged, then each alone
+
+
+def test_the_pipelined_worker_keeps_at_most_two_groups_between_encoder_and_answer(tiny_bundle, direct):
+    """With extraction held, the encoder runs ahead by `PIPELINE_BUFFERS` groups and no more (the
+    hidden states in memory stay bounded); once released, every request gets its links."""
+    gate = NanGate(load_cpu(tiny_bundle, "on"))
+    with app_client(tiny_bundle, load=lambda: gate, max_wait_ms=0, max_batch_requests=1) as c, \
+            ThreadPoolExecutor(5) as pool:
+        wait_ready(c.get)
+        gate.calls.clear()
+        gate.extract_open.clear()
+        sent = [pool.submit(c.post, "/v1/align", json={"pairs": [{"src": f"w{k} a", "tgt": "b c"}], **LANGS})
+                for k in range(5)]
+        queued(c, 5 - PIPELINE_BUFFERS)  # taken: one group per slot; the rest wait in the queue
+        time.sleep(0.3)  # time for a worker that ignored the bound to take and encode more
+        assert len(gate.calls) == PIPELINE_BUFFERS and c.app.state.batcher.queued_pairs == 5 - PIPELINE_BUFFERS
+        gate.extract_open.set()
+        for k, future in enumerate(sent):
+            assert future.result().json()["results"] == [{"links": r} for r in
+                                                         links(direct.align([f"w{k} a"], ["b c"], **LANGS))]
+
+
+def test_closing_the_pipelined_worker_answers_what_it_holds(tiny_bundle, direct):
+    """`Batcher.close` finishes the queue and the groups waiting for extraction before it returns."""
+    from transalign.serve.batcher import Batcher
+    from transalign.serve.prepare import Prepared
+
+    gate = NanGate(load_cpu(tiny_bundle, "on"))
+    batcher = Batcher(lambda: gate, max_batch_tokens=None, max_wait_ms=0, max_batch_requests=1,
+                      max_queue_pairs=100)
+    batcher.start()
+    assert batcher.ready.wait(DEADLINE_S)
+    gate.extract_open.clear()
+    pairs = [(f"w{k} a", "b c") for k in range(4)]
+    jobs = [batcher.submit(Prepared(gate.prepare([s], [t], **LANGS), gate.extraction())) for s, t in pairs]
+    threading.Timer(0.3, gate.extract_open.set).start()
+    batcher.close(DEADLINE_S)
+    assert all(job.future.done() for job in jobs)
+    for job, (s, t) in zip(jobs, pairs):
+        assert links(job.future.result()) == links(direct.align([s], [t], **LANGS))
 
 
 def test_a_lone_request_does_not_wait_for_company(tiny_bundle):
@@ -368,12 +474,17 @@ class Server:
             self.proc.wait(10)
 
 
-@pytest.fixture(scope="module")
-def server(tiny_bundle, tmp_path_factory):
+@pytest.fixture(scope="module", params=["off", "on"], ids=["serial", "pipelined"])
+def server(request, tiny_bundle, tmp_path_factory):
+    """The worker in series, and pipelined (extraction on its own thread, `batcher._Extractor`):
+    the same answers either way."""
     key = tmp_path_factory.mktemp("key") / "api-key"
     key.write_text("s3cret-token\n")
-    s = Server(tiny_bundle, "--max-wait-ms", "20", "--max-pairs-per-request", "8", "--api-key-file", str(key))
+    s = Server(tiny_bundle, "--max-wait-ms", "20", "--max-pairs-per-request", "8", "--api-key-file", str(key),
+               "--pipeline", request.param)
     s.headers = {"Authorization": "Bearer s3cret-token"}
+    info = httpx.get(s.url + "/v1/info", headers=s.headers).json()
+    assert info["pipeline"] is (request.param == "on")
     yield s
     s.close()
 

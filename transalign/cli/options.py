@@ -44,8 +44,8 @@ def add_extraction_flags(p: argparse.ArgumentParser) -> None:
 
 
 def add_load_flags(p: argparse.ArgumentParser, *, batch_tokens: bool = True, pipeline: bool = False) -> None:
-    """--provider, --precision, --batch-tokens, --threads, and --pipeline for commands that stream
-    through `Aligner.align_iter` (the only path it changes)."""
+    """--provider, --precision, --batch-tokens, --threads, and --pipeline for the commands it
+    changes: those that stream through `Aligner.align_iter`, and `serve` (its worker)."""
     p.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto",
                    help="execution provider: auto = CUDA when this onnxruntime has it, else CPU (default: auto)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",

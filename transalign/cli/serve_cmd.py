@@ -31,7 +31,7 @@ def register(sub) -> None:
                    "this machine only; 0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=c.DEFAULT_PORT, help=f"TCP port (default {c.DEFAULT_PORT}; "
                    "0: any free port, printed on stderr)")
-    add_load_flags(p)  # --provider, --precision, --batch-tokens (the encoder's padded budget), --threads
+    add_load_flags(p, pipeline=True)  # --provider, --precision, --batch-tokens (the encoder's budget), --threads
     p.add_argument("--max-batch-tokens", type=int, help=f"merge budget: real tokens (both sides) of concurrent "
                    f"requests merged into one align call, 1..{MAX_BATCH_TOKENS}; the engine cuts the call into "
                    "encoder batches of --batch-tokens padded tokens (default: the same number as --batch-tokens)")
@@ -80,7 +80,7 @@ def run(args) -> int:
                         "pip install 'transalign[serve]'") from None
     config = c.ServeConfig(  # an OptionError names its flag (transalign.cli.main)
         args.bundle, precision=args.precision, provider=args.provider, threads=args.threads,
-        batch_tokens=args.batch_tokens, max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms,
+        batch_tokens=args.batch_tokens, pipeline=args.pipeline, max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms,
         max_batch_requests=args.max_batch_requests, max_pairs_per_request=args.max_pairs_per_request,
         max_queue_pairs=args.max_queue_pairs, max_body_bytes=args.max_body_bytes, body_timeout=args.body_timeout,
         max_connections=args.max_connections, shutdown_timeout=args.shutdown_timeout, docs=args.docs,

@@ -42,7 +42,7 @@ from transalign.engine.pipeline import BufferPool, run_ahead
 from transalign.engine.prepare import PreparedPairs, Preparer, Sentence, TooLongError, words_of
 from transalign.engine.session import open_session, resolve_provider, session_provider
 
-__all__ = ["Aligner", "AlignResult", "AlignResults", "AlignStats", "NonFiniteError", "PreparedPairs",
+__all__ = ["Aligner", "AlignResult", "AlignResults", "AlignStats", "EncodedPairs", "NonFiniteError", "PreparedPairs",
            "TooLongError", "LENGTH_POLICIES", "usable_threads"]
 
 DEFAULT_CHUNK_PAIRS = 4096
@@ -99,6 +99,17 @@ class _Encoded:
     chunk: _Prepared
     rows: HiddenRows | None
     buffer: np.ndarray | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class EncodedPairs:
+    """Prepared pairs after the encoder, before extraction (`Aligner.encode_prepared`); what
+    `Aligner.extract_encoded` needs. ``rows.hidden`` may live in the caller's reused buffer."""
+
+    prepared: PreparedPairs
+    call: _Call
+    rows: HiddenRows
     seconds: float
 
 
@@ -308,7 +319,19 @@ class Aligner:
                        with_scores: bool = False, extraction=None, progress: Progress | None = None) -> AlignResults:
         """`align` of pairs made by `prepare` (or `PreparedPairs.concat`): the same results as
         `align` of the same pairs and options, without tokenizing them again. The stats' tokenize
-        time is the time `prepare` took."""
+        time is the time `prepare` took. Exactly `encode_prepared` then `extract_encoded`."""
+        return self.extract_encoded(self.encode_prepared(prepared, threshold, batch_tokens=batch_tokens, method=method,
+                                                         word_level=word_level, with_scores=with_scores,
+                                                         extraction=extraction, progress=progress), stacklevel=3)
+
+    def encode_prepared(self, prepared: PreparedPairs, threshold: float | None = None, *,
+                        batch_tokens: int | None = None, method: str | None = None, word_level: str | None = None,
+                        with_scores: bool = False, extraction=None, progress: Progress | None = None,
+                        out: np.ndarray | None = None) -> EncodedPairs:
+        """The encoder half of `align_prepared`: the options checked and every kept sentence run
+        (no extraction yet). A pipeline (the service's worker) encodes the next pairs while
+        another thread runs `extract_encoded` on these. ``out``: a float32 buffer of at least
+        ``rows * hidden_size`` values for the hidden states (reused by the caller; None: new)."""
         if not isinstance(prepared, PreparedPairs):
             raise ValueError(f"align_prepared needs PreparedPairs from Aligner.prepare, got {type(prepared).__name__}")
         same = prepared.tokenizer is self.manifest.tokenizer or prepared.tokenizer == self.manifest.tokenizer
@@ -317,11 +340,20 @@ class Aligner:
         extraction = self._one_extraction(extraction, method, word_level, threshold, with_scores)
         budget = self.batch_tokens if batch_tokens is None else check_batch_tokens(batch_tokens)
         call = _Call(prepared.src_lang, prepared.tgt_lang, (extraction,), budget, "skip", progress)
+        clock = time.perf_counter()
+        rows = self.encoder.run(self.encoder.plan(list(prepared.encoded), prepared.keep, budget), progress, out)
+        return EncodedPairs(prepared, call, rows, time.perf_counter() - clock)
+
+    def extract_encoded(self, encoded: EncodedPairs, *, stacklevel: int = 2) -> AlignResults:
+        """The extraction half of `align_prepared`: links (and scores) of pairs `encode_prepared`
+        ran, with their call's own statistics. Safe on another thread than the encoder's."""
+        prepared = encoded.prepared
         stats = self.stats = AlignStats()
         stats.seconds["tokenize"] += prepared.seconds
         stats.skipped += prepared.skipped
-        results = self._align_encoded(list(prepared.encoded), prepared.keep, len(prepared), call, 0, stats)[0]
-        self._warn_skipped(stats, stacklevel=3)
+        results = self._extract(encoded.rows, encoded.seconds, prepared.keep, len(prepared), encoded.call, 0,
+                                stats)[0]
+        self._warn_skipped(stats, stacklevel=stacklevel + 1)
         return AlignResults(results, stats)
 
     def align_settings(self, src: Sequence[Sentence], tgt: Sequence[Sentence], extractions: Sequence,

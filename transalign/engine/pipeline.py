@@ -52,9 +52,11 @@ class Pipeline:
     """Stage threads connected by queues; `submit` items, `take` results in the same order."""
 
     def __init__(self, stages: Sequence[Callable[[Any], Any]], cancelled: threading.Event | None = None,
-                 name: str = "transalign-pipeline"):
+                 name: str = "transalign-pipeline", keep_results: bool = True):
         self.cancelled = threading.Event() if cancelled is None else cancelled
         self._queues = [queue.SimpleQueue() for _ in range(len(stages) + 1)]
+        if not keep_results:  # the last stage delivers its results itself (the service): drop them
+            self._queues[-1] = _Discard()
         self._threads = [threading.Thread(target=self._work, args=(stage, self._queues[k], self._queues[k + 1]),
                                           name=f"{name}-{k}", daemon=True) for k, stage in enumerate(stages)]
         for thread in self._threads:
@@ -86,9 +88,20 @@ class Pipeline:
     def close(self) -> None:
         """Cancel what is in flight and join every stage thread."""
         self.cancelled.set()
+        self.finish()
+
+    def finish(self, timeout: float | None = None) -> None:
+        """Let every submitted item through all stages, then join the stage threads."""
         self._queues[0].put(_STOP)
         for thread in self._threads:
-            thread.join()
+            thread.join(timeout)
+
+
+class _Discard:
+    """The output queue of a pipeline that keeps no results."""
+
+    def put(self, item) -> None:
+        pass
 
 
 def run_ahead(items: Iterable, stages: Sequence[Callable[[Any], Any]], depth: int,

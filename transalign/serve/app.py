@@ -262,7 +262,7 @@ def _info(aligner, config: ServeConfig, merge_budget: int, version: str, public:
     codes = sorted(m.tokenizer.lang_code_ids)
     return {"bundle": public.name, "model": model_name(m.base_model), "architecture": m.architecture,
             "layer": m.layer, "precision": aligner.precision, "provider": session_provider(aligner.session),
-            "threshold": m.default_threshold,
+            "pipeline": bool(getattr(aligner, "pipelined", False)), "threshold": m.default_threshold,
             "default_extraction": {"method": m.default_method, "word_level": m.default_word_level,
                                    "threshold": m.default_threshold},
             "max_positions": m.max_positions, "max_sentence_chars": max_sentence_chars(m.max_positions),

@@ -10,11 +10,16 @@ most ``max_wait_ms`` after the first one arrived, and only while the HTTP layer 
 that are on their way to the queue (`expect` tickets): a lone client never waits for company
 that is not coming, and requests that queued while the worker was busy go straight into one
 batch (continuous batching, as text-embeddings-inference does); group them by their full
-extraction setting (languages and the frozen `Extraction`: `prepare.Prepared.key`); call
-`Aligner.align_prepared` once per group on the requests' already tokenized pairs (the engine cuts
-it into encoder runs of its own padded budget); hand each request its slice of the results. A
-request that still fails inside a group is retried alone, so it fails only itself. Results never depend on which requests share a batch as long as the
-engine is batch-invariant (every precision is). The metrics come from each call's own
+extraction setting (languages and the frozen `Extraction`: `prepare.Prepared.key`); run each group through the engine's two halves on the requests'
+already tokenized pairs (the engine cuts them into encoder runs of its own padded budget):
+`Aligner.encode_prepared` on this thread, the encoder's one owner, then
+`Aligner.extract_encoded`, which hands each request its slice of the results. When the
+Aligner is pipelined (``LoadOptions.pipeline``: on CUDA by default, ``--pipeline on``), the
+extraction runs on a second thread (`_Extractor`, the engine's `Pipeline`) while this one
+encodes the next group, at most two groups in flight; otherwise on this thread, in series.
+A request whose group still fails is retried alone, so it fails only itself. Results never
+depend on which requests share a batch, nor on the pipeline, as long as the engine is
+batch-invariant (every precision is). The metrics come from each encoder call's own
 `AlignStats`.
 
 A request whose client went away is `abandon`ed: taken out of the queue at once, so its pairs
@@ -52,7 +57,8 @@ class BatchMetrics:
     """What the batcher reports; the default does nothing (`metrics.Metrics` records it)."""
 
     def batch(self, requests: int, stats: list, seconds: float) -> None:
-        """One batch of ``requests``; ``stats``: the `AlignStats` of its successful align calls."""
+        """One encoder call for ``requests`` merged requests (a batch's group of one extraction
+        setting); ``stats``: its `AlignStats`; ``seconds``: from its encoding to its answers."""
 
     def queue_depth(self, pairs: int) -> None: ...
 
@@ -74,6 +80,7 @@ class Job:
     prepared: Prepared
     future: Future = field(default_factory=Future)
     arrived: float = field(default_factory=time.monotonic)
+    alone: bool = False  # retried after its group failed: runs in a batch of its own
 
 
 class Batcher:
@@ -185,14 +192,25 @@ class Batcher:
             if self._on_fatal is not None:
                 self._on_fatal(exc)
             return
+        extractor = _Extractor(aligner, self) if getattr(aligner, "pipelined", False) else None
         self.ready.set()
-        while (batch := self._next_batch()) is not None:
-            try:
-                self._run(aligner, batch)
-            except BaseException as exc:  # noqa: BLE001 - a bug must fail its requests, not hang them
-                log.exception("transalign serve: batch failed")
-                for job in batch:
-                    _settle(job.future, exc=exc)
+        try:
+            while True:
+                if extractor is not None:  # wait for room before taking requests: they merge meanwhile
+                    extractor.slot()
+                if (batch := self._next_batch()) is None:
+                    break
+                try:
+                    self._run(aligner, batch, extractor)
+                except BaseException as exc:  # noqa: BLE001 - a bug must fail its requests, not hang them
+                    log.exception("transalign serve: batch failed")
+                    for job in batch:
+                        _settle(job.future, exc=exc)
+        finally:
+            if extractor is not None:
+                extractor.finish()  # the groups it holds are extracted and answered first
+                while (batch := self._next_batch()) is not None:  # retries it queued meanwhile
+                    self._run(aligner, batch, None)
 
     def _next_batch(self) -> list[Job] | None:
         """Jobs for one batch, in arrival order; None once closing and the queue is empty."""
@@ -201,6 +219,11 @@ class Batcher:
                 if self._closing:
                     return None
                 self._cond.wait()
+            if self._queue[0].alone:  # a retry: its future is running already
+                job = self._queue.popleft()
+                self._queued_pairs -= job.prepared.pairs
+                self._metrics.queue_depth(self._queued_pairs)
+                return [job]
             deadline = self._queue[0].arrived + self._max_wait
             batch: list[Job] = []
             tokens = 0
@@ -208,7 +231,7 @@ class Batcher:
                 full = len(batch) >= self._max_requests
                 while self._queue and not full:
                     job = self._queue[0]
-                    if batch and tokens + job.prepared.tokens > self.max_batch_tokens:
+                    if job.alone or (batch and tokens + job.prepared.tokens > self.max_batch_tokens):
                         full = True
                         break
                     self._queue.popleft()
@@ -224,34 +247,112 @@ class Batcher:
             self._metrics.queue_depth(self._queued_pairs)
         return batch
 
-    def _run(self, aligner, batch: list[Job]) -> None:
-        clock = time.perf_counter()
+    def _run(self, aligner, batch: list[Job], extractor: "_Extractor | None") -> None:
+        """Each group of the batch through the encoder (with an extractor: the caller holds a
+        slot for the first group)."""
         groups: dict[tuple, list[Job]] = {}
         for job in batch:
             groups.setdefault(job.prepared.key, []).append(job)
-        stats: list = []
-        for key, jobs in groups.items():
-            self._align_group(aligner, key, jobs, stats)
-        self._metrics.batch(len(batch), stats, time.perf_counter() - clock)
+        for k, jobs in enumerate(groups.values()):
+            if k and extractor is not None:
+                extractor.slot()
+            self._encode(aligner, jobs, extractor)
 
-    def _align_group(self, aligner, key: tuple, jobs: list[Job], stats: list) -> None:
+    def _encode(self, aligner, jobs: list[Job], extractor: "_Extractor | None") -> None:
+        """The encoder half for one group (this thread owns the encoder; with an extractor, it
+        holds one of its slots); extraction follows here, or on the extractor's thread while
+        this one encodes the next group. A group that fails is retried request by request, so a
+        request fails only itself."""
         from transalign.engine.prepare import PreparedPairs
 
+        clock = time.perf_counter()
         try:
             merged = PreparedPairs.concat([job.prepared.encoded for job in jobs])
-            results = aligner.align_prepared(merged, extraction=jobs[0].prepared.extraction)
+            encoded = aligner.encode_prepared(merged, extraction=jobs[0].prepared.extraction)
+        except Exception as exc:  # noqa: BLE001 - isolate the request that caused it
+            if len(jobs) == 1:
+                _settle(jobs[0].future, exc=exc)
+                if extractor is not None:
+                    extractor.free()
+            else:
+                for k, job in enumerate(jobs):  # the slot held goes to the first retry
+                    if k and extractor is not None:
+                        extractor.slot()
+                    self._encode(aligner, [job], extractor)
+            return
+        if extractor is None:
+            self._extract(aligner, (jobs, encoded, clock))
+        else:
+            extractor.submit((jobs, encoded, clock))  # it frees the slot once answered
+
+    def _extract(self, aligner, item: tuple) -> None:
+        """The extraction half: each request gets its slice of the group's results. A group whose
+        extraction fails (non-finite hidden states) goes back to the front of the queue request
+        by request, each then encoded alone."""
+        jobs, encoded, clock = item
+        try:
+            results = aligner.extract_encoded(encoded)
         except Exception as exc:  # noqa: BLE001 - isolate the request that caused it
             if len(jobs) == 1:
                 _settle(jobs[0].future, exc=exc)
             else:
-                for job in jobs:
-                    self._align_group(aligner, key, [job], stats)
+                self._retry_alone(jobs)
             return
-        stats.append(results.stats)
+        self._metrics.batch(len(jobs), [results.stats], time.perf_counter() - clock)
         start = 0
         for job in jobs:
             _settle(job.future, result=results[start:start + job.prepared.pairs])
             start += job.prepared.pairs
+
+    def _retry_alone(self, jobs: list[Job]) -> None:
+        """Queue ``jobs`` again, first, each to run in a batch of its own (their futures are
+        running already: the worker took them)."""
+        with self._cond:
+            for job in reversed(jobs):
+                job.alone = True
+                self._queue.appendleft(job)
+                self._queued_pairs += job.prepared.pairs
+            self._cond.notify()
+
+
+class _Extractor:
+    """The service's side of the engine pipeline (`engine.pipeline`): one thread extracts links
+    from group k while the worker, the encoder's one owner, encodes group k+1. At most
+    ``PIPELINE_BUFFERS`` groups are between the encoder and their answers, so hidden states in
+    memory stay bounded whatever the load. Used when the Aligner is pipelined (CUDA by default;
+    ``--pipeline on``); results are those of the serial worker (the same two engine halves)."""
+
+    def __init__(self, aligner, batcher: Batcher):
+        from transalign.engine.aligner import PIPELINE_BUFFERS
+        from transalign.engine.pipeline import Pipeline
+
+        self._slots = threading.Semaphore(PIPELINE_BUFFERS)
+        self._batcher, self._aligner = batcher, aligner
+        self._pipeline = Pipeline([self._stage], name="transalign-extract", keep_results=False)
+
+    def slot(self) -> None:
+        """Wait until fewer than ``PIPELINE_BUFFERS`` groups are being encoded or waiting for
+        their answers; the slot is the worker's until `free` (the extractor frees it)."""
+        self._slots.acquire()
+
+    def free(self) -> None:
+        self._slots.release()
+
+    def submit(self, item: tuple) -> None:
+        self._pipeline.submit(item)
+
+    def finish(self) -> None:
+        self._pipeline.finish()
+
+    def _stage(self, item: tuple) -> None:
+        try:
+            self._batcher._extract(self._aligner, item)
+        except BaseException as exc:  # noqa: BLE001 - a bug must fail its requests, not hang them
+            log.exception("transalign serve: extraction failed")
+            for job in item[0]:
+                _settle(job.future, exc=exc)
+        finally:
+            self.free()
 
 
 def _warm_up(aligner) -> None:

@@ -42,7 +42,9 @@ RETRY_AFTER_S = 1  # what a 429 tells the client to wait; the queue drains in we
 class ServeConfig:
     """What to load and the limits of the service.
 
-    precision, provider, threads, batch_tokens: the engine's `LoadOptions` (``load_options``).
+    precision, provider, threads, batch_tokens, pipeline: the engine's `LoadOptions`
+    (``load_options``); pipeline on: the worker encodes the next group while another thread
+    extracts the last one (`batcher._Extractor`); auto: on with CUDA.
     max_batch_tokens: the merge budget (module docstring), 1..MAX_BATCH_TOKENS; None: the encoder
     budget of the provider that runs. A single request over it still runs, alone.
     max_wait_ms: how long the worker waits after the first queued request for others to join.
@@ -61,6 +63,7 @@ class ServeConfig:
     provider: str = "auto"
     threads: int | None = None
     batch_tokens: int | None = None
+    pipeline: str = "auto"
     max_batch_tokens: int | None = None
     max_wait_ms: float = DEFAULT_MAX_WAIT_MS
     max_batch_requests: int = DEFAULT_MAX_BATCH_REQUESTS
@@ -77,7 +80,8 @@ class ServeConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "bundle", Path(self.bundle))
         object.__setattr__(self, "load_options", LoadOptions(precision=self.precision, provider=self.provider,
-                                                             threads=self.threads, batch_tokens=self.batch_tokens))
+                                                             threads=self.threads, batch_tokens=self.batch_tokens,
+                                                             pipeline=self.pipeline))
         for name in ("max_batch_requests", "max_pairs_per_request", "max_queue_pairs", "max_body_bytes",
                      "max_connections"):
             _integer(name, getattr(self, name), 1, None, "must be an integer >= 1")

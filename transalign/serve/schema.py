@@ -83,6 +83,8 @@ class Info(BaseModel):
     layer: int
     precision: str = Field(description="the precision of the model that runs")
     provider: str = Field(description="the execution provider that runs it (read back from the session)")
+    pipeline: bool = Field(description="whether extraction overlaps the encoder (--pipeline; on with CUDA by "
+                           "default); results never depend on it")
     threshold: float = Field(description="the bundle's default threshold (method softmax)")
     default_extraction: DefaultExtraction
     max_positions: int
