@@ -66,6 +66,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-seconds", type=float, default=3.0, help="unmeasured seconds before each point")
     p.add_argument("--offline-rounds", type=int, default=3, help="offline one-call repetitions (default 3)")
     p.add_argument("--max-wait-ms", type=float, help="the batching server's --max-wait-ms (default: its own)")
+    p.add_argument("--pipeline", choices=("auto", "on", "off"), default="auto",
+                   help="the batching server's --pipeline (default auto: on with CUDA)")
+    p.add_argument("--max-batch-tokens", help="the batching server's merge budget; several, comma-separated, "
+                   "measure one batching server each (default: its own, the encoder budget)")
     p.add_argument("--out", type=Path, help="results file (default benchmarks/results/<date>-serve.json)")
     p.add_argument("--offline-worker", type=Path, help=argparse.SUPPRESS)  # internal: the offline process
     return p
@@ -303,6 +307,12 @@ def summarize(report: dict) -> dict:
     return {"ratios": ratios, "targets": TARGETS, "met": met}
 
 
+def client_share(report: dict, point: dict) -> float:
+    """The load generator's own CPU over the point (warm-up included), as a share of one core:
+    it runs on the server's machine, so this much CPU was not the server's."""
+    return point["client_cpu_s"] / (report["warmup_seconds"] + report["seconds"])
+
+
 def markdown(report: dict) -> str:
     off, single, summary = report["offline"], report["single_pair"], report["summary"]
     ms = lambda s: f"{s * 1e3:.1f} ms"  # noqa: E731
@@ -311,8 +321,8 @@ def markdown(report: dict) -> str:
              f"{Path(report['bundle']).name} {report['precision']} on {report['provider']}, "
              f"{report['pairs']} bam pairs, {report['pairs_per_request']} per request, "
              f"{report['seconds']:g} s per point", "",
-             "| | clients | pairs/s | of offline | p50 | p95 | p99 | requests/batch | errors | wrong |",
-             "|---|---|---|---|---|---|---|---|---|---|",
+             "| | clients | pairs/s | of offline | p50 | p95 | p99 | requests/batch | errors | wrong | load generator CPU |",
+             "|---|---|---|---|---|---|---|---|---|---|---|",
              f"| offline `Aligner.align`, {report['pairs']} pairs in one call | | {off['pairs_per_s_best']:.1f} | "
              "100% | | | | | | |",
              f"| direct `Aligner.align` of the median pair | 1 | | | {ms(single['direct_p50_s'])} | | | | | |",
@@ -324,7 +334,7 @@ def markdown(report: dict) -> str:
         errors = sum(p["errors"].values())
         lines.append(f"| server, {p['server']} | {p['concurrency']} | {p['pairs_per_s']:.1f} | "
                      f"{p['pairs_per_s'] / off['pairs_per_s_best']:.0%} | {ms(lat['p50'])} | {ms(lat['p95'])} | "
-                     f"{ms(lat['p99'])} | {per_batch} | {errors} | {p['mismatches']} |")
+                     f"{ms(lat['p99'])} | {per_batch} | {errors} | {p['mismatches']} | {client_share(report, p):.0%} of a core |")
     r, t, met = summary["ratios"], summary["targets"], summary["met"]
     fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
     word = lambda m: "n/a" if m is None else ("yes" if m else "no")  # noqa: E731
@@ -336,6 +346,18 @@ def markdown(report: dict) -> str:
               f"| concurrency 1: p50 overhead over a direct call | {r['overhead_ms_c1']:+.2f} ms | "
               f"<= {t['overhead_ms_c1']:g} ms | {word(met['overhead_ms_c1'])} |"]
     return "\n".join(lines)
+
+
+def server_variants(args) -> list[tuple[str, list[str]]]:
+    """(name, extra flags) of each server measured: the batching one (one per merge budget
+    asked), then the one without cross-request batching. The first is named "batching"."""
+    common = ["--pipeline", args.pipeline]
+    if args.max_wait_ms is not None:
+        common += ["--max-wait-ms", str(args.max_wait_ms)]
+    budgets = [b.strip() for b in (args.max_batch_tokens or "").split(",") if b.strip()]
+    variants = [("batching", common)] if not budgets else \
+        [("batching" if k == 0 else f"batching-{b}", common + ["--max-batch-tokens", b]) for k, b in enumerate(budgets)]
+    return variants + [("no-batching", ["--max-batch-requests", "1", "--pipeline", args.pipeline])]
 
 
 def main(argv=None) -> None:
@@ -357,8 +379,7 @@ def main(argv=None) -> None:
     single_body = request_bodies([pairs[k]], langs, 1)
     single_truth = [truth[k]]
     points, single, servers = [], {}, {}
-    for name, extra in (("batching", [] if args.max_wait_ms is None else ["--max-wait-ms", str(args.max_wait_ms)]),
-                        ("no-batching", ["--max-batch-requests", "1"])):
+    for name, extra in server_variants(args):
         print(f"serve_load: server, {name}", file=sys.stderr, flush=True)
         server = Server(args, *extra)
         try:

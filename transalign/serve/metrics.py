@@ -24,13 +24,13 @@ class Metrics(BatchMetrics):
                                 ("path", "status"), registry=r)
         self.latency = Histogram("transalign_request_latency_seconds", "HTTP request latency by path",
                                  ("path",), buckets=_LATENCY_BUCKETS, registry=r)
-        self.batch_requests = Histogram("transalign_batch_requests", "requests merged into one batch",
+        self.batch_requests = Histogram("transalign_batch_requests", "requests merged into one encoder call (a batch's group of one setting)",
                                         buckets=_POWERS_OF_TWO, registry=r)
-        self.batch_pairs = Histogram("transalign_batch_pairs", "sentence pairs per batch",
+        self.batch_pairs = Histogram("transalign_batch_pairs", "sentence pairs per encoder call",
                                      buckets=_POWERS_OF_TWO, registry=r)
-        self.batch_tokens = Histogram("transalign_batch_tokens", "tokens (both sides) per batch",
+        self.batch_tokens = Histogram("transalign_batch_tokens", "tokens (both sides) per encoder call",
                                       buckets=_TOKEN_BUCKETS, registry=r)
-        self.batch_seconds = Histogram("transalign_batch_seconds", "time the worker spent aligning one batch",
+        self.batch_seconds = Histogram("transalign_batch_seconds", "seconds from an encoder call's start to its answers",
                                        buckets=_LATENCY_BUCKETS, registry=r)
         self.queue = Gauge("transalign_queue_pairs", "pairs waiting for the worker", registry=r)
         self.in_flight = Gauge("transalign_align_requests_in_flight",
