@@ -62,3 +62,12 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("transalign measurements")
         for line in LINES:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local 2-CPU Ray cluster for one test module (the corpus tests' `--ray` path)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

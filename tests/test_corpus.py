@@ -428,14 +428,6 @@ def test_cli_choices_are_the_owning_modules():
 
 # ---- Ray ---------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def test_ray_shards_equal_the_in_process_ones(ray_cluster, tmp_path, tiny_bundle, aligner, monkeypatch):
     # the driver writes shards 8 records at a time (read tasks, in Ray workers, keep 4096)
     monkeypatch.setattr("transalign.corpus.shards.CHUNK_PAIRS", 8)

@@ -242,14 +242,6 @@ def test_run_records_every_engine_workers_report_and_warns_once_each():
     assert job.runs == [run.entry] and run.entry["shards"] == [0]
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def test_ray_workers_report_what_they_ran(ray_cluster, tiny_bundle, corpus, tmp_path, capsys):
     shown: list[Shown] = []
 

@@ -307,24 +307,36 @@ def test_queue_full_answers_429(tiny_bundle, direct, pipeline):
         assert samples[("transalign_requests_total", (("path", "/v1/align"), ("status", "429")))] == 1
 
 
+def queued(c, pairs: int) -> None:
+    """Wait until the service's queue holds ``pairs`` pairs."""
+    end = time.monotonic() + DEADLINE_S
+    while c.app.state.batcher.queued_pairs < pairs:
+        assert time.monotonic() < end
+        time.sleep(0.01)
+
+
+def hold_the_worker(c, gate: Gate, pool):
+    """Close the gate and send one request: the worker waits inside it, so the requests sent
+    next queue up and share the next batch. Returns that request's future."""
+    wait_ready(c.get)
+    gate.open.clear()
+    gate.entered.clear()
+    gate.calls.clear()
+    blocker = pool.submit(c.post, "/v1/align", json={"pairs": [{"src": "x", "tgt": "y"}], **LANGS})
+    assert gate.entered.wait(DEADLINE_S)
+    return blocker
+
+
 @pytest.mark.parametrize("pipeline", ["off", "on"])
 def test_a_failing_request_does_not_fail_its_batch(tiny_bundle, direct, pipeline):
     """Two requests queue while the worker is held; they share the next batch (one group), the
     engine raises on one of them: only that one fails."""
     gate = Gate(load_cpu(tiny_bundle, pipeline))
     with app_client(tiny_bundle, load=lambda: gate, max_wait_ms=0) as c, ThreadPoolExecutor(3) as pool:
-        wait_ready(c.get)
-        gate.open.clear()
-        gate.entered.clear()
-        gate.calls.clear()
-        blocker = pool.submit(c.post, "/v1/align", json={"pairs": [{"src": "x", "tgt": "y"}], **LANGS})
-        assert gate.entered.wait(DEADLINE_S)
+        blocker = hold_the_worker(c, gate, pool)
         good = pool.submit(c.post, "/v1/align", json={"pairs": [{"src": "a b", "tgt": "c"}] * 2, **LANGS})
         bad = pool.submit(c.post, "/v1/align", json={"pairs": [{"src": "BOOM", "tgt": "c"}], **LANGS})
-        end = time.monotonic() + DEADLINE_S
-        while c.app.state.batcher.queued_pairs < 3:
-            assert time.monotonic() < end
-            time.sleep(0.01)
+        queued(c, 3)
         gate.open.set()
         assert blocker.result().status_code == 200
         expected = links(direct.align(["a b"] * 2, ["c"] * 2, **LANGS))
@@ -359,25 +371,13 @@ class NanGate(Gate):
         return self.inner.extract_encoded(encoded, *args, **kwargs)
 
 
-def queued(c, pairs: int) -> None:
-    end = time.monotonic() + DEADLINE_S
-    while c.app.state.batcher.queued_pairs < pairs:
-        assert time.monotonic() < end
-        time.sleep(0.01)
-
-
 @pytest.mark.parametrize("pipeline", ["off", "on"])
 def test_a_group_failing_in_extraction_is_retried_request_by_request(tiny_bundle, direct, pipeline):
     """The encoder half succeeds, the extraction half refuses the merged group (NaN in one
     request's rows): every request runs again alone, only the one with NaN fails."""
     gate = NanGate(load_cpu(tiny_bundle, pipeline))
     with app_client(tiny_bundle, load=lambda: gate, max_wait_ms=0) as c, ThreadPoolExecutor(4) as pool:
-        wait_ready(c.get)
-        gate.open.clear()
-        gate.entered.clear()
-        gate.calls.clear()
-        blocker = pool.submit(c.post, "/v1/align", json={"pairs": [{"src": "x", "tgt": "y"}], **LANGS})
-        assert gate.entered.wait(DEADLINE_S)
+        blocker = hold_the_worker(c, gate, pool)
         good = pool.submit(c.post, "/v1/align", json={"pairs": [{"src": "a b", "tgt": "c"}] * 2, **LANGS})
         bad = pool.submit(c.post, "/v1/align", json={"pairs": [{"src": "NAN here", "tgt": "c"}], **LANGS})
         other = pool.submit(c.post, "/v1/align", json={"pairs": [{"src": "d e", "tgt": "f g"}], **LANGS})
