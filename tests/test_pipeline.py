@@ -15,7 +15,7 @@ import pytest
 from transalign.engine.aligner import Aligner, AlignStats, NonFiniteError, TooLongError
 from transalign.engine.encoder import HiddenRows, check_finite
 from transalign.engine.options import LoadOptions, OptionError
-from transalign.engine.pipeline import Pipeline, run_ahead
+from transalign.engine.pipeline import BufferPool, Pipeline, run_ahead
 from transalign.formats.text import read_sentences
 from transalign.kernels.names import METHODS, WORD_LEVELS
 
@@ -403,3 +403,22 @@ def test_encode_then_extract_is_align_prepared(aligner, mixed_pairs):
     assert (halves[0].stats.pairs, halves[0].stats.skipped, halves[0].stats.real_tokens,
             halves[0].stats.padded_tokens) == (whole.stats.pairs, whole.stats.skipped, whole.stats.real_tokens,
                                                whole.stats.padded_tokens)
+
+
+def test_encode_prepared_fills_a_pool_buffer_and_keeps_the_pool_whole_on_failure(aligner, mixed_pairs,
+                                                                                   monkeypatch):
+    src, tgt = mixed_pairs
+    prepared = aligner.prepare(src, tgt, "bam_Latn", "eng_Latn", on_too_long="skip")
+    pool = BufferPool(1)
+    encoded = aligner.encode_prepared(prepared, buffers=pool)
+    assert np.shares_memory(encoded.rows.hidden, encoded.buffer)
+    assert aligner.extract_encoded(encoded) == aligner.align_prepared(prepared)
+    pool.give(encoded.buffer)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the session failed")
+
+    monkeypatch.setattr(aligner.encoder, "run", broken)
+    with pytest.raises(RuntimeError, match="the session failed"):
+        aligner.encode_prepared(prepared, buffers=pool)
+    assert pool.take(1, threading.Event()) is encoded.buffer  # given back: the pool still holds it

@@ -356,9 +356,11 @@ class NanGate(Gate):
         self.extract_open = threading.Event()
         self.extract_open.set()
         self.extracting = 0
+        self.buffers: list = []  # EncodedPairs.buffer of each encoder call
 
     def encode_prepared(self, prepared, *args, **kwargs):
         encoded = super().encode_prepared(prepared, *args, **kwargs)
+        self.buffers.append(encoded.buffer)
         rows = encoded.rows
         for k, words in enumerate(prepared.src):
             if "NAN" in words:
@@ -411,6 +413,23 @@ def test_the_pipelined_worker_keeps_at_most_two_groups_between_encoder_and_answe
         for k, future in enumerate(sent):
             assert future.result().json()["results"] == [{"links": r} for r in
                                                          links(direct.align([f"w{k} a"], ["b c"], **LANGS))]
+
+
+@pytest.mark.parametrize("pipeline, kept", [("off", 1), ("on", PIPELINE_BUFFERS)])
+def test_the_worker_reuses_its_hidden_state_buffers(tiny_bundle, direct, pipeline, kept):
+    """Group after group the hidden states go into the same buffers (one in series, one per
+    slot pipelined), taken from the worker's pool and given back once extracted."""
+    gate = NanGate(load_cpu(tiny_bundle, pipeline))
+    with app_client(tiny_bundle, load=lambda: gate, max_wait_ms=0, max_batch_requests=1) as c, \
+            ThreadPoolExecutor(4) as pool:
+        wait_ready(c.get)
+        gate.buffers.clear()
+        body = {"pairs": [{"src": "a b c", "tgt": "d e"}], **LANGS}
+        answers = list(pool.map(lambda _: c.post("/v1/align", json=body), range(12)))
+    expected = [{"links": r} for r in links(direct.align(["a b c"], ["d e"], **LANGS))]
+    assert all(a.json()["results"] == expected for a in answers)
+    assert len(gate.buffers) == 12 and all(b is not None for b in gate.buffers)
+    assert len({id(b) for b in gate.buffers}) <= kept
 
 
 def test_closing_the_pipelined_worker_answers_what_it_holds(tiny_bundle, direct):

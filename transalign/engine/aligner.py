@@ -105,12 +105,17 @@ class _Encoded:
 @dataclass(frozen=True)
 class EncodedPairs:
     """Prepared pairs after the encoder, before extraction (`Aligner.encode_prepared`); what
-    `Aligner.extract_encoded` needs. ``rows.hidden`` may live in the caller's reused buffer."""
+    `Aligner.extract_encoded` needs. ``rows.hidden`` may live in ``buffer``, the caller's to give
+    back to its pool once extracted."""
 
     prepared: PreparedPairs
     call: _Call
     rows: HiddenRows
     seconds: float
+    buffer: np.ndarray | None = None  # from `encode_prepared`'s pool, holding ``rows.hidden``
+
+
+_NEVER = threading.Event()  # a cancellation that never comes (BufferPool.take outside run_ahead)
 
 
 @dataclass
@@ -327,11 +332,12 @@ class Aligner:
     def encode_prepared(self, prepared: PreparedPairs, threshold: float | None = None, *,
                         batch_tokens: int | None = None, method: str | None = None, word_level: str | None = None,
                         with_scores: bool = False, extraction=None, progress: Progress | None = None,
-                        out: np.ndarray | None = None) -> EncodedPairs:
+                        buffers: BufferPool | None = None) -> EncodedPairs:
         """The encoder half of `align_prepared`: the options checked and every kept sentence run
         (no extraction yet). A pipeline (the service's worker) encodes the next pairs while
-        another thread runs `extract_encoded` on these. ``out``: a float32 buffer of at least
-        ``rows * hidden_size`` values for the hidden states (reused by the caller; None: new)."""
+        another thread runs `extract_encoded` on these. ``buffers``: where the hidden states go,
+        a buffer taken from this pool (the caller gives ``EncodedPairs.buffer`` back once it has
+        extracted them; None: a new array)."""
         if not isinstance(prepared, PreparedPairs):
             raise ValueError(f"align_prepared needs PreparedPairs from Aligner.prepare, got {type(prepared).__name__}")
         same = prepared.tokenizer is self.manifest.tokenizer or prepared.tokenizer == self.manifest.tokenizer
@@ -341,8 +347,15 @@ class Aligner:
         budget = self.batch_tokens if batch_tokens is None else check_batch_tokens(batch_tokens)
         call = _Call(prepared.src_lang, prepared.tgt_lang, (extraction,), budget, "skip", progress)
         clock = time.perf_counter()
-        rows = self.encoder.run(self.encoder.plan(list(prepared.encoded), prepared.keep, budget), progress, out)
-        return EncodedPairs(prepared, call, rows, time.perf_counter() - clock)
+        plan = self.encoder.plan(list(prepared.encoded), prepared.keep, budget)
+        buffer = None if buffers is None else buffers.take(plan.rows * self.encoder.hidden_size, _NEVER)
+        try:
+            rows = self.encoder.run(plan, progress, buffer)
+        except BaseException:
+            if buffer is not None:
+                buffers.give(buffer)  # the pool keeps its size
+            raise
+        return EncodedPairs(prepared, call, rows, time.perf_counter() - clock, buffer)
 
     def extract_encoded(self, encoded: EncodedPairs, *, stacklevel: int = 2) -> AlignResults:
         """The extraction half of `align_prepared`: links (and scores) of pairs `encode_prepared`

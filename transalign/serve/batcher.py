@@ -36,6 +36,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
+from transalign.engine.pipeline import BufferPool
 from transalign.serve.prepare import Prepared
 
 log = logging.getLogger("transalign.serve")
@@ -193,6 +194,7 @@ class Batcher:
                 self._on_fatal(exc)
             return
         extractor = _Extractor(aligner, self) if getattr(aligner, "pipelined", False) else None
+        self._buffers = extractor.buffers if extractor is not None else BufferPool(1)
         self.ready.set()
         try:
             while True:
@@ -268,7 +270,7 @@ class Batcher:
         clock = time.perf_counter()
         try:
             merged = PreparedPairs.concat([job.prepared.encoded for job in jobs])
-            encoded = aligner.encode_prepared(merged, extraction=jobs[0].prepared.extraction)
+            encoded = aligner.encode_prepared(merged, extraction=jobs[0].prepared.extraction, buffers=self._buffers)
         except Exception as exc:  # noqa: BLE001 - isolate the request that caused it
             if len(jobs) == 1:
                 _settle(jobs[0].future, exc=exc)
@@ -298,6 +300,9 @@ class Batcher:
             else:
                 self._retry_alone(jobs)
             return
+        finally:
+            if encoded.buffer is not None:  # the results are Python values: the hidden states are done with
+                self._buffers.give(encoded.buffer)
         self._metrics.batch(len(jobs), [results.stats], time.perf_counter() - clock)
         start = 0
         for job in jobs:
@@ -327,6 +332,7 @@ class _Extractor:
         from transalign.engine.pipeline import Pipeline
 
         self._slots = threading.Semaphore(PIPELINE_BUFFERS)
+        self.buffers = BufferPool(PIPELINE_BUFFERS)  # hidden states, reused group after group
         self._batcher, self._aligner = batcher, aligner
         self._pipeline = Pipeline([self._stage], name="transalign-extract", keep_results=False)
 
