@@ -124,7 +124,7 @@ def test_precision_reports(tiny_bundle):
 
 def test_int8_and_fp16_graphs_are_what_they_claim(tiny_bundle):
     int8 = onnx.load(str(tiny_bundle / "model.int8.onnx")).graph
-    assert any(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in int8.node)
+    assert any(n.op_type in ("MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul") for n in int8.node)
     fp16 = onnx.load(str(tiny_bundle / "model.fp16.onnx")).graph
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in fp16.initializer)
     assert fp16.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT

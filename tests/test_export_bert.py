@@ -291,7 +291,7 @@ def test_int8_export(bundle, tiny_models, kind, layer):
     int8 = manifest.precisions["int8"]["validation"]
     assert int8["validated"] and 0 < int8["max_abs_diff"] and int8["mean_cosine"] > 0.99
     graph = onnx.load(str(out / "model.int8.onnx")).graph
-    assert any(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in graph.node)
+    assert any(n.op_type in ("MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul") for n in graph.node)
     ids, mask = padded_random_batch(kind, _vocab(tiny_models[kind]), seed=7)
     fp32, q8 = onnx_hidden(out / "model.onnx", ids, mask), onnx_hidden(out / "model.int8.onnx", ids, mask)
     real = mask.astype(bool)

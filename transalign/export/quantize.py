@@ -22,6 +22,9 @@ every quantized MatMul ``Y = X W`` gets constants instead:
    then each ``DynamicQuantizeLinear`` becomes a ``QuantizeLinear`` with the calibrated scale and
    zero point of ``X / s`` (uint8, asymmetric: ``scale = (max - min) / 255`` over a range that
    includes 0). Values outside the calibrated range saturate.
+4. **Fused dequantization.** Each ``MatMulInteger -> Cast -> Mul(scales) -> Add(bias)`` becomes
+   one ``MatMulIntegerToFloat`` (`int8_fuse`): the same values, three passes over the output
+   less.
 
 Every scale is a constant of the graph, so a token's result depends on that token's sequence
 only: never on the batch, the padding, the batch size or the thread count (int32 accumulation
@@ -37,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from transalign.export.errors import ExportError
+from transalign.export.int8_fuse import fuse_integer_matmuls
 from transalign.export.quiet import quiet_logger
 
 DEFAULT_SMOOTH_ALPHA = 0.5
@@ -374,13 +378,14 @@ def half_embeddings(int8_path: Path, ids_input: str = "input_ids") -> list[str]:
 
 def quantize_static_int8(fp32_path: Path, out_path: Path, keep_fp32: list[str], batches: list[np.ndarray],
                          alpha: float | None = DEFAULT_SMOOTH_ALPHA, fold: bool = True,
-                         half_embedding: bool = True) -> dict:
+                         half_embedding: bool = True, fuse: bool = True) -> dict:
     """Write the batch-invariant int8 graph; returns what the manifest records about it.
 
     ``batches``: token-id rows of the calibration sentences. ``alpha``: smoothing strength
     (None: no smoothing). ``keep_fp32``: MatMul node names left in float32. ``fold``: fold the
     smoothing into the producers of the activations where that is exact (`fold_smoothing`);
-    ``half_embedding``: vocabulary tables in float16 (`half_embeddings`).
+    ``half_embedding``: vocabulary tables in float16 (`half_embeddings`). ``fuse``: each
+    projection's dequantization into its integer product (`int8_fuse`; exact).
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -405,7 +410,8 @@ def quantize_static_int8(fp32_path: Path, out_path: Path, keep_fp32: list[str], 
     tensor_ranges = {f"{name}{smoothed}": (float((r.low / factors[name]).min()), float((r.high / factors[name]).max()))
                      for name, r in ranges.items()}
     replaced = _static_activations(out_path, tensor_ranges)
+    fused = fuse_integer_matmuls(out_path) if fuse else 0
     halved = half_embeddings(out_path) if half_embedding else []
     return {"activations": "static", "smoothing_alpha": alpha, "smoothing_folded": folding,
-            "quantized_activations": replaced, "float16_embeddings": halved,
+            "quantized_activations": replaced, "fused_matmuls": fused, "float16_embeddings": halved,
             "calibration_sentences": len(batches), "calibration_tokens": int(sum(len(b) for b in batches))}
