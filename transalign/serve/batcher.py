@@ -10,17 +10,18 @@ most ``max_wait_ms`` after the first one arrived, and only while the HTTP layer 
 that are on their way to the queue (`expect` tickets): a lone client never waits for company
 that is not coming, and requests that queued while the worker was busy go straight into one
 batch (continuous batching, as text-embeddings-inference does); group them by their full
-extraction setting (languages and the frozen `Extraction`: `prepare.Prepared.key`); run each group through the engine's two halves on the requests'
-already tokenized pairs (the engine cuts them into encoder runs of its own padded budget):
-`Aligner.encode_prepared` on this thread, the encoder's one owner, then
+extraction setting (languages and the frozen `Extraction`: `prepare.Prepared.key`); run each
+group through the engine's two halves on the requests' already tokenized pairs (the engine
+cuts them into encoder runs of its own padded budget): `Aligner.encode_prepared` on this
+thread, the encoder's one owner, then
 `Aligner.extract_encoded`, which hands each request its slice of the results. When the
 Aligner is pipelined (``LoadOptions.pipeline``: on CUDA by default, ``--pipeline on``), the
 extraction runs on a second thread (`_Extractor`, the engine's `Pipeline`) while this one
 encodes the next group, at most two groups in flight; otherwise on this thread, in series.
 A request whose group still fails is retried alone, so it fails only itself. Results never
 depend on which requests share a batch, nor on the pipeline, as long as the engine is
-batch-invariant (every precision is). The metrics come from each encoder call's own
-`AlignStats`.
+batch-invariant (every precision is). The metrics: requests per batch as the worker takes
+it; pairs, tokens and seconds from each encoder call's own `AlignStats`.
 
 A request whose client went away is `abandon`ed: taken out of the queue at once, so its pairs
 never reach the encoder (a job the worker already runs finishes; its answer is dropped).
@@ -56,6 +57,9 @@ class ShuttingDown(Exception):
 
 class BatchMetrics:
     """What the batcher reports; the default does nothing (`metrics.Metrics` records it)."""
+
+    def taken(self, requests: int) -> None:
+        """The worker took ``requests`` queued requests as one batch (retries alone not counted)."""
 
     def batch(self, requests: int, stats: list, seconds: float) -> None:
         """One encoder call for ``requests`` merged requests (a batch's group of one extraction
@@ -247,6 +251,8 @@ class Batcher:
                     break
                 self._cond.wait(remaining)
             self._metrics.queue_depth(self._queued_pairs)
+        if batch:
+            self._metrics.taken(len(batch))
         return batch
 
     def _run(self, aligner, batch: list[Job], extractor: "_Extractor | None") -> None:

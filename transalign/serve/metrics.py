@@ -24,13 +24,15 @@ class Metrics(BatchMetrics):
                                 ("path", "status"), registry=r)
         self.latency = Histogram("transalign_request_latency_seconds", "HTTP request latency by path",
                                  ("path",), buckets=_LATENCY_BUCKETS, registry=r)
-        self.batch_requests = Histogram("transalign_batch_requests", "requests merged into one encoder call (a batch's group of one setting)",
+        self.batch_requests = Histogram("transalign_batch_requests",
+                                        "requests the worker took from the queue as one batch",
                                         buckets=_POWERS_OF_TWO, registry=r)
         self.batch_pairs = Histogram("transalign_batch_pairs", "sentence pairs per encoder call",
                                      buckets=_POWERS_OF_TWO, registry=r)
         self.batch_tokens = Histogram("transalign_batch_tokens", "tokens (both sides) per encoder call",
                                       buckets=_TOKEN_BUCKETS, registry=r)
-        self.batch_seconds = Histogram("transalign_batch_seconds", "seconds from an encoder call's start to its answers",
+        self.batch_seconds = Histogram("transalign_batch_seconds",
+                                       "seconds from an encoder call's start to its answers",
                                        buckets=_LATENCY_BUCKETS, registry=r)
         self.queue = Gauge("transalign_queue_pairs", "pairs waiting for the worker", registry=r)
         self.in_flight = Gauge("transalign_align_requests_in_flight",
@@ -45,10 +47,14 @@ class Metrics(BatchMetrics):
         self.engine_seconds = Counter("transalign_engine_seconds", "time of the align calls by phase (tokenize: "
                                       "in the HTTP layer, before queueing)", ("phase",), registry=r)
 
-    def batch(self, requests: int, stats: list, seconds: float) -> None:
-        """From the `AlignStats` of the batch's own align calls (never a shared Aligner.stats)."""
-        pairs = sum(s.pairs for s in stats)
+    def taken(self, requests: int) -> None:
+        """The worker took ``requests`` queued requests as one batch."""
         self.batch_requests.observe(requests)
+
+    def batch(self, requests: int, stats: list, seconds: float) -> None:
+        """One encoder call: ``requests`` of the batch with one setting, from their own
+        `AlignStats` (never a shared Aligner.stats)."""
+        pairs = sum(s.pairs for s in stats)
         self.batch_pairs.observe(pairs)
         self.batch_tokens.observe(sum(s.real_tokens for s in stats))
         self.batch_seconds.observe(seconds)
