@@ -13,31 +13,23 @@ batch-invariant.
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import onnx
 import pytest
 from conftest import TINY_LAYER
+from fixture_int8 import padded_feed, tiny_fp32_and_rows
 from measurements import record
 
-from transalign.engine.bundle import read_manifest
 from transalign.engine.session import open_session
-from transalign.engine.tokenizers import load_tokenizer
 from transalign.export import quantize
-from transalign.export.validation import CALIBRATION_SENTENCES, FP32_MAX_REL_DIFF, VALIDATION_SENTENCES
+from transalign.export.validation import FP32_MAX_REL_DIFF
 
 
 @pytest.fixture(scope="module")
 def built(tiny_bundle, tmp_path_factory):
     """fp32 graph, calibration rows, and {fold: (smoothed fp32 path, int8 path, facts)}."""
-    work = tmp_path_factory.mktemp("fold")
-    for name in ("model.onnx", "model.onnx.data"):
-        shutil.copy(tiny_bundle / name, work / name)
-    tokenizer = load_tokenizer(tiny_bundle, read_manifest(tiny_bundle).tokenizer)
-    rows = [tokenizer.encode(text.split(), lang)[0] for text, lang in VALIDATION_SENTENCES + CALIBRATION_SENTENCES
-            if lang in tokenizer.languages]
-    fp32 = work / "model.onnx"
+    fp32, rows = tiny_fp32_and_rows(tiny_bundle, tmp_path_factory.mktemp("fold"))
+    work = fp32.parent
     groups = quantize._quantized_matmuls(onnx.load(str(fp32), load_external_data=False), [])
     ranges = quantize.calibrate(fp32, list(groups), rows)
     out = {}
@@ -52,13 +44,7 @@ def built(tiny_bundle, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def feed(built):
-    _, rows, _ = built
-    width = max(len(r) for r in rows)
-    ids = np.ones((len(rows), width), np.int64)
-    mask = np.zeros_like(ids)
-    for k, row in enumerate(rows):
-        ids[k, :len(row)], mask[k, :len(row)] = row, 1
-    return {"input_ids": ids, "attention_mask": mask}
+    return padded_feed(built[1])
 
 
 def _run(path, feed, extra=()):

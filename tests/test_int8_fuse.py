@@ -8,46 +8,28 @@ hand-made graphs, that only the exact pattern is fused and the fused value is th
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import onnx
 import pytest
+from fixture_int8 import padded_feed, tiny_fp32_and_rows
 from onnx import TensorProto, helper, numpy_helper
 
-from transalign.engine.bundle import read_manifest
 from transalign.engine.session import open_session
-from transalign.engine.tokenizers import load_tokenizer
 from transalign.export import quantize
 from transalign.export.int8_fuse import FUSED_OP, fuse_integer_matmuls
-from transalign.export.validation import CALIBRATION_SENTENCES, VALIDATION_SENTENCES
 
 
 @pytest.fixture(scope="module")
 def built(tiny_bundle, tmp_path_factory):
     """Calibration rows and {fuse: (int8 path, facts)} from the tiny bundle's fp32 graph."""
-    work = tmp_path_factory.mktemp("fuse")
-    for name in ("model.onnx", "model.onnx.data"):
-        shutil.copy(tiny_bundle / name, work / name)
-    tokenizer = load_tokenizer(tiny_bundle, read_manifest(tiny_bundle).tokenizer)
-    rows = [tokenizer.encode(text.split(), lang)[0] for text, lang in VALIDATION_SENTENCES + CALIBRATION_SENTENCES
-            if lang in tokenizer.languages]
+    fp32, rows = tiny_fp32_and_rows(tiny_bundle, tmp_path_factory.mktemp("fuse"))
     out = {}
     for fuse in (False, True):
-        folder = work / ("fused" if fuse else "unfused")
+        folder = fp32.parent / ("fused" if fuse else "unfused")
         folder.mkdir()
-        facts = quantize.quantize_static_int8(work / "model.onnx", folder / "model.int8.onnx", [], rows, fuse=fuse)
+        facts = quantize.quantize_static_int8(fp32, folder / "model.int8.onnx", [], rows, fuse=fuse)
         out[fuse] = (folder / "model.int8.onnx", facts)
     return rows, out
-
-
-def padded(rows):
-    width = max(len(r) for r in rows)
-    ids = np.ones((len(rows), width), np.int64)
-    mask = np.zeros_like(ids)
-    for k, row in enumerate(rows):
-        ids[k, :len(row)], mask[k, :len(row)] = row, 1
-    return {"input_ids": ids, "attention_mask": mask}
 
 
 def ops(path) -> list[str]:
@@ -71,7 +53,7 @@ def test_every_projection_is_fused(built):
 
 def test_fused_hidden_states_are_the_unfused_ones_bit_for_bit(built):
     rows, out = built
-    feed = padded(rows)
+    feed = padded_feed(rows)
     unfused, fused = (open_session(str(out[fuse][0]), "cpu", 1).run(None, feed)[0] for fuse in (False, True))
     real = feed["attention_mask"].astype(bool)
     assert np.array_equal(unfused[real], fused[real])
@@ -79,7 +61,7 @@ def test_fused_hidden_states_are_the_unfused_ones_bit_for_bit(built):
 
 def test_fused_graph_stays_batch_invariant(built):
     rows, out = built
-    feed = padded(rows)
+    feed = padded_feed(rows)
     session = open_session(str(out[True][0]), "cpu", 2)
     batched = session.run(None, feed)[0]
     for k in (0, len(rows) // 2, len(rows) - 1):
