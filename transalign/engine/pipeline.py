@@ -90,11 +90,11 @@ class Pipeline:
         self.cancelled.set()
         self.finish()
 
-    def finish(self, timeout: float | None = None) -> None:
+    def finish(self) -> None:
         """Let every submitted item through all stages, then join the stage threads."""
         self._queues[0].put(_STOP)
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join()
 
 
 class _Discard:

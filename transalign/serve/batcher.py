@@ -37,7 +37,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
-from transalign.engine.pipeline import BufferPool
+from transalign.engine.pipeline import BufferPool, Pipeline
 from transalign.serve.prepare import Prepared
 
 log = logging.getLogger("transalign.serve")
@@ -335,7 +335,6 @@ class _Extractor:
 
     def __init__(self, aligner, batcher: Batcher):
         from transalign.engine.aligner import PIPELINE_BUFFERS
-        from transalign.engine.pipeline import Pipeline
 
         self._slots = threading.Semaphore(PIPELINE_BUFFERS)
         self.buffers = BufferPool(PIPELINE_BUFFERS)  # hidden states, reused group after group
